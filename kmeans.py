@@ -59,9 +59,10 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
         Number of clusters, ``1 <= n_clusters <= n_samples``.
     sample_weight : array_like of shape (n_samples,), optional
         Non-negative weight of each sample (default: all ones).
-    init : {"k-means++", "random"}
+    init : {"k-means++", "random"} or ndarray of shape (n_clusters, n_features)
         ``"k-means++"``: greedy k-means++ seeding.  ``"random"``: ``n_clusters``
-        distinct samples drawn in proportion to their weight.
+        distinct samples drawn in proportion to their weight.  An array: these
+        initial centres (then one run, whatever ``n_init``).
     n_init : int
         Number of seedings; the run with the lowest inertia is returned.
     max_iter : int
@@ -82,8 +83,13 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
     """
     X, weights = check_data(X, sample_weight)
     _check_n_clusters(X, weights, n_clusters)
-    if init not in INITS:
+    if isinstance(init, str) and init not in INITS:
         raise ValueError(f"init={init!r} is not one of {sorted(INITS)}.")
+    if not isinstance(init, str):
+        init = np.array(init, dtype=np.float64)
+        if init.shape != (n_clusters, X.shape[1]):
+            raise ValueError(f"init has shape {init.shape}, expected ({n_clusters}, {X.shape[1]}).")
+        n_init = 1
     if n_init < 1 or max_iter < 1:
         raise ValueError(f"n_init={n_init} and max_iter={max_iter} should be >= 1.")
     rng = np.random.default_rng(0) if rng is None else rng
@@ -91,7 +97,7 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
     x_sq = np.einsum("ij,ij->i", X, X)
     best = None
     for _ in range(n_init):
-        centers = INITS[init](X, n_clusters, weights, rng, x_sq)
+        centers = init if not isinstance(init, str) else INITS[init](X, n_clusters, weights, rng, x_sq)
         result = _lloyd(X, weights, centers, max_iter, tol_abs, x_sq, callback)
         if best is None or result.inertia < best.inertia:
             best = result
