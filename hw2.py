@@ -12,7 +12,9 @@ pixel and its cluster's mean.
 """
 import argparse
 import os
+import re
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -24,11 +26,15 @@ MAX_CLUSTERS = 1 << 16
 EXIT_FILE, EXIT_USAGE = 1, 2
 
 MODELS = {
-    "kmeans": "k-means: each colour goes to the nearest of k centres (k-means++ start)",
-    "mixture": "Gaussian mixture fitted by EM: soft clusters with their own shape",
+    "kmeans": "(the default) k-means: each colour goes to the nearest of k centres, "
+              "which move to the mean of their colours until they settle (k-means++ start)",
+    "mixture": "a Gaussian mixture fitted by EM: k soft clusters, each with its own mean "
+               "and covariance; a pixel takes the mean of its most likely cluster",
 }
-# Dashes a PDF may turn "--" into; pasted arguments starting with one are read as "--".
-_PASTED_DASHES = ("\u2013", "\u2014", "\u2012", "\u2015", "\u2212")
+# Dashes a PDF may print instead of "--"; pasted options starting with one are read as "--".
+_PASTED_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
+# What follows the dashes of a pasted option: a flag name, maybe "=value".
+_OPTION_WORD = re.compile(r"[A-Za-z][A-Za-z-]*(=.*)?", re.DOTALL)
 
 
 def main(argv=None):
@@ -72,46 +78,61 @@ def main(argv=None):
 
 def build_parser():
     """The argument parser: the assignment's flags, plus a few optional extras."""
+    models = "\n".join(textwrap.fill(text, 79, initial_indent=f"  {name:<9}",
+                                      subsequent_indent=" " * 11)
+                        for name, text in MODELS.items())
     parser = argparse.ArgumentParser(
         prog="hw2.py",
-        description="Compress an image by clustering its pixel colours (vector "
-                    "quantization), or decompress such a codebook back to an image.",
+        description="Compress an image by clustering its pixel colours (vector quantization)\n"
+                    "into a codebook, or decompress a codebook back into an image. Compressing\n"
+                    "prints one line, 'Reconstruction error is <float>': the mean distance, in\n"
+                    "0..255 colour units, between each pixel and the colour that replaces it.\n\n"
+                    "models (--model):\n" + models,
         epilog="examples:\n"
                "  python3 hw2.py --compress photo.jpg --model kmeans --clusters 20 "
                "--output c.npz\n"
                "  python3 hw2.py --decompress c.npz --output photo.jpg\n\n"
-               "exit status: 0 success, 1 a file cannot be read or written, "
-               "2 a bad command line",
+               "Flags pasted from a PDF with an en or em dash in place of '--' are accepted.\n\n"
+               "exit status:\n"
+               "  0  success\n"
+               "  1  a file cannot be read or written (missing, not an image, damaged codebook)\n"
+               "  2  a bad command line",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compress", metavar="IMAGE",
                         help="image to compress (JPEG, PNG, GIF, TIFF, ... any Pillow reads)")
     parser.add_argument("--decompress", metavar="CODEBOOK",
                         help="codebook (.npz) to turn back into an image")
     parser.add_argument("--clusters", type=int, default=20, metavar="K",
-                        help="number of colours to keep (default: 20)")
+                        help=f"number of colours to keep, 1 to {MAX_CLUSTERS} (default: 20)")
     parser.add_argument("--model", choices=sorted(MODELS), default="kmeans",
-                        help="; ".join(f"{name}: {text}" for name, text in MODELS.items())
-                             + " (default: kmeans)")
+                        help="the clustering model, see above (default: kmeans)")
     parser.add_argument("--output", required=True, metavar="PATH",
                         help="where to write: the codebook when compressing (written at "
                              "exactly this path), the image when decompressing (its "
                              "extension picks the format)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed; the same seed gives the same codebook "
-                             "(default: 0)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="random seed, 0 or more (default: 0); the same seed gives the "
+                             "same codebook")
     parser.add_argument("--init", choices=sorted(kmeans.INITS), default="k-means++",
                         help="how k-means picks its first centres: k-means++ (default) or "
                              "random data points (the plain algorithm)")
     chatter = parser.add_mutually_exclusive_group()
     chatter.add_argument("-v", "--verbose", action="store_true",
-                         help="print one line per iteration on stderr")
+                         help="print one line per iteration on stderr, even when it is "
+                              "not a terminal")
     chatter.add_argument("-q", "--quiet", action="store_true",
-                         help="print nothing but the result line")
+                         help="print nothing on stderr but errors; stdout keeps the "
+                              "result line")
     return parser
 
 
 def normalize_dashes(argv):
-    """Read arguments that start with a pasted en or em dash as ``--`` options.
+    """Read options pasted with an en or em dash (``–compress``) as ``--compress``.
+
+    Only an argument whose leading dashes include a typographic one and whose
+    rest looks like a flag name (letters and hyphens, maybe ``=value``) is
+    changed; negative numbers, file names (``–photo.jpg``) and everything
+    after a bare ``--`` are left alone.
 
     Parameters
     ----------
@@ -121,11 +142,14 @@ def normalize_dashes(argv):
     -------
     list of str
     """
-    fixed = []
+    fixed, options_ended = [], False
     for arg in argv:
-        stripped = arg.lstrip("".join(_PASTED_DASHES) + "-")
-        if arg[:1] in _PASTED_DASHES and stripped[:1].isalpha():
-            arg = "--" + stripped
+        rest = arg.lstrip(_PASTED_DASHES + "-")
+        leading = arg[:len(arg) - len(rest)]
+        if (not options_ended and any(dash in _PASTED_DASHES for dash in leading)
+                and _OPTION_WORD.fullmatch(rest)):
+            arg = "--" + rest
+        options_ended = options_ended or arg == "--"
         fixed.append(arg)
     return fixed
 
@@ -156,7 +180,7 @@ def compress(args, report):
     error = codec.reconstruction_error(colours, counts, means, labels)
     codec.write_codebook(args.output, assignments, means, img_shape)
     print(f"Reconstruction error is {error}")
-    report.summary(compress_summary(args, len(colours), len(means), fit,
+    report.summary(compress_summary(args, labels, len(means), fit, report.n_starts,
                                     time.perf_counter() - started))
 
 
@@ -189,18 +213,54 @@ def fit_colours(colours, counts, args, report):
     return fit.means if args.model == "mixture" else fit.centers, labels, fit
 
 
-def compress_summary(args, n_colours, n_means, fit, seconds):
-    """One line for stderr describing a finished compression."""
+def compress_summary(args, labels, n_means, fit, n_starts, seconds):
+    """One line for stderr describing a finished compression.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command line (``output``, ``compress``, ``clusters``, ``model``).
+    labels : ndarray of shape (n_colours,)
+        Cluster of each distinct colour of the image.
+    n_means : int
+        Rows in the codebook's ``means``.
+    fit : kmeans.KMeansResult or gmm.GMMResult or None
+        None when the image was stored losslessly.
+    n_starts : int
+        Seedings the fit tried (the best one is kept).
+    seconds : float
+
+    Returns
+    -------
+    str
+    """
     out_size, in_size = os.path.getsize(args.output), os.path.getsize(args.compress)
+    sizes = (f"wrote {args.output}, {human_size(out_size)} (input {human_size(in_size)}: "
+             f"{out_size / max(in_size, 1):.0%})")
+    return f"{sizes}; {args.model}, {_clusters_used(args, labels, n_means, fit, n_starts)}; " \
+           f"{seconds:.2f} s"
+
+
+def _clusters_used(args, labels, n_means, fit, n_starts):
+    """How many clusters hold pixels, why fewer than asked, and how the fit ended."""
+    n_colours = len(labels)
     if fit is None:
-        clusters = (f"{n_means} clusters (the image has only {n_colours} distinct "
-                    f"colours: lossless)")
+        return (f"{n_colours} clusters: the image has only {n_colours} distinct "
+                f"colour{'s' if n_colours != 1 else ''}, stored losslessly")
+    n_used = int(np.count_nonzero(np.bincount(labels, minlength=n_means)))
+    if n_used < args.clusters:
+        unit = "component" if args.model == "mixture" else "cluster"
+        why = ("is no pixel's most likely one" if args.model == "mixture"
+               else "ended up with no pixel")
+        n_empty = args.clusters - n_used
+        clusters = (f"{n_used} of {args.clusters} clusters used ({n_empty} {unit}"
+                    f"{'s' if n_empty != 1 else ''} {why})")
     else:
-        state = "converged" if fit.converged else "stopped at the iteration limit"
-        clusters = f"{n_means} clusters, {fit.n_iter} iterations, {state}"
-    return (f"wrote {args.output}: {human_size(out_size)} from {human_size(in_size)} "
-            f"({out_size / max(in_size, 1):.0%} of the input); {args.model}, {clusters}; "
-            f"{seconds:.2f} s")
+        clusters = f"{n_used} clusters"
+    n_iter = getattr(fit, "n_iter", None)
+    state = "converged" if fit.converged else "stopped at the iteration limit"
+    best = f"best of {n_starts} starts: " if n_starts > 1 else ""
+    return f"{clusters}, {best}{n_iter} iterations, {state}"
 
 
 def decompress(args, report):
@@ -209,13 +269,20 @@ def decompress(args, report):
     codec.check_output_path(args.output, input_path=args.decompress)
     assignments, means, img_shape = codec.read_codebook(args.decompress)
     pixels = codec.decode(assignments, means, img_shape)
-    if codec.write_image(args.output, pixels):
+    composited = codec.write_image(args.output, pixels)
+    if composited:
         report.note(f"note: {args.output}'s format has no transparency; "
                     "the image was composited on white")
     height, width = pixels.shape[:2]
-    report.summary(f"wrote {args.output}: {width}x{height} "
-                   f"{codec.image_format_for(args.output)} image, "
+    n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    kind = _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
+    report.summary(f"wrote {args.output}: {width}x{height} {kind} "
+                   f"{codec.image_format_for(args.output)} image from {len(means)} colours, "
                    f"{human_size(os.path.getsize(args.output))}")
+
+
+# What an image with n channels holds, by n (after compositing, the alpha is gone).
+_CHANNEL_NAMES = {1: "grey", 2: "grey+alpha", 3: "RGB", 4: "RGBA"}
 
 
 def human_size(n_bytes):
@@ -237,28 +304,50 @@ class Reporter:
         Nothing at all.
     stream : file, optional
         Where to write (default ``sys.stderr``).
+
+    Attributes
+    ----------
+    n_starts : int
+        Fits seen by the last progress callback: a fit that restarts at
+        iteration 1 (k-means tries several seedings) counts once more.
     """
+
+    # Seconds between two redraws of the live progress line.
+    REDRAW_INTERVAL = 0.1
 
     def __init__(self, verbose=False, quiet=False, stream=None):
         self.stream = sys.stderr if stream is None else stream
         self.verbose, self.quiet = verbose, quiet
         self.live = not quiet and not verbose and _isatty(self.stream)
+        self.n_starts = 0
         self._shown = False
 
     def progress_callback(self, model):
-        """A ``callback(iteration, value)`` for the fitting functions, or None."""
-        if self.quiet or not (self.verbose or self.live):
-            return None
+        """A ``callback(iteration, value)`` for the fitting functions.
+
+        It counts the starts in ``n_starts`` and, unless quiet, shows progress:
+        one line per iteration when verbose, else one line redrawn in place
+        (at most every ``REDRAW_INTERVAL`` seconds, the first call at once)
+        when stderr is a terminal.
+        """
         what = "log-likelihood per pixel" if model == "mixture" else "objective"
-        started, last = time.perf_counter(), [0.0]
+        started, last_drawn, last_iteration = time.perf_counter(), [None], [0]
+        self.n_starts = 0
 
         def callback(iteration, value):
+            if iteration <= last_iteration[0] or self.n_starts == 0:
+                self.n_starts += 1
+            last_iteration[0] = iteration
+            if not (self.verbose or self.live):
+                return
             now = time.perf_counter()
-            line = f"{model}: iteration {iteration}, {what} {value:.6g}, {now - started:.1f} s"
+            start = f"start {self.n_starts}, " if self.n_starts > 1 else ""
+            line = (f"{model}: {start}iteration {iteration}, {what} {value:.6g}, "
+                    f"{now - started:.1f} s")
             if self.verbose:
                 print(line, file=self.stream, flush=True)
-            elif now - last[0] >= 0.1:
-                last[0] = now
+            elif last_drawn[0] is None or now - last_drawn[0] >= self.REDRAW_INTERVAL:
+                last_drawn[0] = now
                 self.stream.write("\r\033[K" + line)
                 self.stream.flush()
                 self._shown = True
