@@ -1,0 +1,264 @@
+"""Tests of kmeans.py: hand-worked cases and the properties Lloyd's algorithm must hold."""
+import numpy as np
+import pytest
+
+import kmeans
+
+
+def column(values):
+    """1-D values as a (n_samples, 1) float array."""
+    return np.asarray(values, dtype=np.float64).reshape(-1, 1)
+
+
+def blobs(rng, n_per_blob=200, centres=((0, 0, 0), (40, 10, 0), (10, 50, 30), (60, 60, 60)),
+          spread=6.0):
+    """Gaussian blobs around the given centres, shape (n_blobs * n_per_blob, n_features)."""
+    centres = np.asarray(centres, dtype=np.float64)
+    return np.concatenate([c + spread * rng.standard_normal((n_per_blob, centres.shape[1]))
+                           for c in centres])
+
+
+def brute_force_sq_dist(X, centers):
+    """The full (n_samples, n_clusters) matrix of squared distances, computed directly."""
+    return ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+
+
+# ---------------------------------------------------------------- hand-worked cases
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+@pytest.mark.parametrize("seed", range(5))
+def test_two_obvious_groups_in_1d(init, seed):
+    # X = 0 1 2 | 10 11 12, k = 2.  Whatever two distinct points the seeding picks, Lloyd
+    # ends at the split between 2 and 10:
+    #   * one seed in each group: the first assignment is already the split;
+    #   * both seeds in the left group, e.g. (0, 1): 0 -> c0 and 1, 2, 10, 11, 12 -> c1,
+    #     so c1 = 36/5 = 7.2, then 1 and 2 are nearer 0 than 7.2 and the split follows;
+    #     (0, 2) and (1, 2) give c1 = 35/4 = 8.75 and the same split (mirror for the right).
+    # Centres 1 and 11; objective = (1 + 0 + 1) * 2 = 4.
+    X = column([0, 1, 2, 10, 11, 12])
+    result = kmeans.kmeans(X, 2, init=init, rng=np.random.default_rng(seed))
+    order = np.argsort(result.centers[:, 0])
+    np.testing.assert_allclose(result.centers[order, 0], [1.0, 11.0], rtol=0, atol=1e-12)
+    relabelled = np.argsort(order)[result.labels]  # label 0 = the left group
+    np.testing.assert_array_equal(relabelled, [0, 0, 0, 1, 1, 1])
+    assert result.inertia == pytest.approx(4.0, rel=1e-12)
+    assert result.converged
+
+
+def test_hand_traced_iterations_from_explicit_start():
+    # X = 0, 2, 4, 11 from centres (0, 2), traced by hand:
+    # it 1: labels 0 1 1 1, objective 0 + 0 + 2^2 + 9^2 = 85; update c = (0, 17/3).
+    # it 2: 2 is nearer 0 (2 < 11/3), 4 nearer 17/3 (4 > 5/3): labels 0 0 1 1,
+    #       objective 0 + 4 + (5/3)^2 + (16/3)^2 = 4 + 281/9 = 317/9; update c = (1, 7.5).
+    # it 3: 4 is nearer 1 (3 < 3.5): labels 0 0 0 1, objective 1 + 1 + 9 + 3.5^2 = 23.25;
+    #       update c = (2, 11); the labels no longer change, so the run stops there.
+    # Result: centres (2, 11), labels 0 0 0 1, objective 2^2 + 0 + 2^2 + 0 = 8.
+    X = column([0, 2, 4, 11])
+    seen = []
+    result = kmeans.kmeans(X, 2, init=column([0, 2]), callback=lambda i, obj: seen.append(obj))
+    np.testing.assert_allclose(result.centers[:, 0], [2.0, 11.0], rtol=1e-12)
+    np.testing.assert_array_equal(result.labels, [0, 0, 0, 1])
+    assert result.inertia == pytest.approx(8.0, rel=1e-12)
+    assert seen[:3] == pytest.approx([85.0, 317.0 / 9.0, 23.25], rel=1e-12)
+    assert result.converged
+
+
+def test_one_cluster_is_the_weighted_mean():
+    # k = 1: the centre is the weighted mean (1*0 + 3*4) / 4 = 3 and the objective is
+    # 1 * 3^2 + 3 * 1^2 = 12.
+    result = kmeans.kmeans(column([0, 4]), 1, sample_weight=[1, 3])
+    np.testing.assert_allclose(result.centers, [[3.0]], rtol=1e-12)
+    assert result.inertia == pytest.approx(12.0, rel=1e-12)
+
+
+# ---------------------------------------------------------------- properties
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+@pytest.mark.parametrize("seed", range(3))
+def test_objective_never_rises(init, seed):
+    rng = np.random.default_rng(seed)
+    X = blobs(rng)
+    weights = rng.integers(1, 6, size=len(X))
+    seen = []
+    result = kmeans.kmeans(X, 8, sample_weight=weights, init=init, tol=0.0,
+                           rng=np.random.default_rng(seed), callback=lambda i, obj: seen.append(obj))
+    assert len(seen) >= 2
+    steps = np.diff(seen)
+    assert (steps <= 1e-9 * seen[0]).all(), f"the objective rose: {seen}"
+    assert result.inertia <= seen[-1] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kmeans_plusplus_returns_distinct_data_points(seed):
+    rng = np.random.default_rng(seed)
+    # Many duplicates: 4 x 4 = 16 distinct points repeated over 300 rows.
+    X = rng.integers(0, 4, size=(300, 2)).astype(np.float64)
+    n_distinct = len(np.unique(X, axis=0))
+    for k in (3, n_distinct):
+        centers, indices = kmeans.kmeans_plusplus(X, k, rng=np.random.default_rng(seed))
+        assert centers.shape == (k, 2)
+        np.testing.assert_array_equal(centers, X[indices])
+        # every centre is a row of X, and no two are the same point
+        assert all((X == c).all(axis=1).any() for c in centers)
+        assert len(np.unique(centers, axis=0)) == k
+
+
+def test_kmeans_plusplus_never_picks_a_point_of_zero_weight():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(100, 2))
+    weights = np.zeros(100)
+    weights[::10] = 1.0  # only 10 points carry weight
+    for seed in range(5):
+        _, indices = kmeans.kmeans_plusplus(X, 10, sample_weight=weights,
+                                            rng=np.random.default_rng(seed))
+        assert (weights[indices] > 0).all()
+        assert len(set(indices.tolist())) == 10
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_fitted_centres_are_a_fixed_point(init):
+    rng = np.random.default_rng(11)
+    X = blobs(rng, n_per_blob=150)
+    weights = rng.integers(1, 9, size=len(X)).astype(np.float64)
+    k = 6
+    # tol=0: the run may stop only when the labels stop changing
+    result = kmeans.kmeans(X, k, sample_weight=weights, init=init, tol=0.0, max_iter=500,
+                           rng=np.random.default_rng(5))
+    assert result.converged
+    # One more Lloyd update, done by hand: the weighted mean of each cluster's points.
+    for c in range(k):
+        members = result.labels == c
+        assert members.any(), f"cluster {c} is empty"
+        mean = weights[members] @ X[members] / weights[members].sum()
+        np.testing.assert_allclose(result.centers[c], mean, rtol=1e-10, atol=1e-10)
+    # ... and one more assignment gives the same labels.
+    np.testing.assert_array_equal(brute_force_sq_dist(X, result.centers).argmin(axis=1),
+                                  result.labels)
+    d2 = brute_force_sq_dist(X, result.centers).min(axis=1)
+    assert result.inertia == pytest.approx(weights @ d2, rel=1e-10)
+
+
+def test_empty_cluster_is_relocated_to_the_farthest_point():
+    # X = 0 1 | 10 11 | 20 21 from centres (0, 1, 1000): the centre at 1000 gets no point.
+    # it 1: 0 -> c0; 1, 10, 11, 20, 21 -> c1 (all nearer 1 than 1000); c2 is empty and
+    #       moves to the point farthest from its centre: 21 (20^2 from c1 = 1, the largest).
+    #       c0 = 0, c1 = (1 + 10 + 11 + 20 + 21) / 5 = 12.6, c2 = 21.
+    # it 2: 1 -> c0 (1 < 11.6); 10, 11 -> c1; 20 -> c2 (1 < 7.4): labels 0 0 1 1 2 2,
+    #       centres 0.5, 10.5, 20.5, which keep those labels.  Objective 6 * 0.5^2 = 1.5.
+    # Without the relocation the centre at 1000 stays empty and the objective ends far
+    # above 1.5.
+    X = column([0, 1, 10, 11, 20, 21])
+    result = kmeans.kmeans(X, 3, init=column([0, 1, 1000]))
+    np.testing.assert_allclose(result.centers[:, 0], [0.5, 10.5, 20.5], rtol=1e-12)
+    np.testing.assert_array_equal(result.labels, [0, 0, 1, 1, 2, 2])
+    assert result.inertia == pytest.approx(1.5, rel=1e-12)
+
+
+def test_no_cluster_is_left_empty_or_non_finite():
+    # Three far groups and k = 5 from a start where four centres sit far away from every
+    # point: each relocation must land on a point, so every cluster ends with members.
+    rng = np.random.default_rng(2)
+    X = blobs(rng, n_per_blob=40, centres=((0, 0), (100, 0), (0, 100)))
+    start = np.array([[0.0, 0.0], [1e4, 1e4], [1e4, 1.1e4], [1.2e4, 1e4], [1.3e4, 1.3e4]])
+    result = kmeans.kmeans(X, 5, init=start)
+    assert np.isfinite(result.centers).all()
+    assert (np.bincount(result.labels, minlength=5) > 0).all()
+
+
+def test_integer_weights_act_like_duplicated_points():
+    rng = np.random.default_rng(4)
+    X = blobs(rng, n_per_blob=30)
+    weights = rng.integers(0, 5, size=len(X))  # zero weight = the point is absent
+    expanded = np.repeat(X, weights, axis=0)
+    start = X[np.flatnonzero(weights)[:5]]
+    weighted = kmeans.kmeans(X, 5, sample_weight=weights, init=start, tol=0.0)
+    copied = kmeans.kmeans(expanded, 5, init=start, tol=0.0)
+    np.testing.assert_allclose(weighted.centers, copied.centers, rtol=1e-10, atol=1e-10)
+    assert weighted.inertia == pytest.approx(copied.inertia, rel=1e-10)
+    np.testing.assert_array_equal(np.repeat(weighted.labels, weights), copied.labels)
+
+
+def test_integer_weights_act_like_duplicated_points_with_default_seeding():
+    # Three tight groups 100 apart: the optimum for k = 3 is the three groups, with
+    # centres at the (weighted) group means, and both runs reach it from any seeding.
+    rng = np.random.default_rng(8)
+    X = blobs(rng, n_per_blob=20, centres=((0, 0), (100, 0), (0, 100)), spread=1.0)
+    weights = rng.integers(1, 5, size=len(X))
+    expanded = np.repeat(X, weights, axis=0)
+    weighted = kmeans.kmeans(X, 3, sample_weight=weights, rng=np.random.default_rng(0))
+    copied = kmeans.kmeans(expanded, 3, rng=np.random.default_rng(0))
+    expected = np.array([weights[i:i + 20] @ X[i:i + 20] / weights[i:i + 20].sum()
+                         for i in (0, 20, 40)])
+    for result in (weighted, copied):
+        order = np.lexsort(result.centers.T[::-1])
+        np.testing.assert_allclose(result.centers[order], expected[np.lexsort(expected.T[::-1])],
+                                   rtol=1e-10, atol=1e-10)
+    assert weighted.inertia == pytest.approx(copied.inertia, rel=1e-10)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_same_seed_same_result(init):
+    X = blobs(np.random.default_rng(6))
+    weights = np.random.default_rng(7).integers(1, 4, size=len(X))
+    runs = []
+    for global_seed in (1, 2):
+        np.random.seed(global_seed)  # the global state must play no part
+        runs.append(kmeans.kmeans(X, 7, sample_weight=weights, init=init, n_init=3,
+                                  rng=np.random.default_rng(42)))
+    first, second = runs
+    np.testing.assert_array_equal(first.centers, second.centers)
+    np.testing.assert_array_equal(first.labels, second.labels)
+    assert first.inertia == second.inertia
+    np.random.seed(3)
+    again = kmeans.kmeans_plusplus(X, 7, rng=np.random.default_rng(42))[1]
+    np.random.seed(4)
+    np.testing.assert_array_equal(again, kmeans.kmeans_plusplus(X, 7, rng=np.random.default_rng(42))[1])
+
+
+def test_default_rng_is_deterministic():
+    X = blobs(np.random.default_rng(9))
+    np.random.seed(1)
+    first = kmeans.kmeans(X, 5)
+    np.random.seed(2)
+    second = kmeans.kmeans(X, 5)
+    np.testing.assert_array_equal(first.centers, second.centers)
+    np.testing.assert_array_equal(first.labels, second.labels)
+
+
+def test_different_seeds_give_different_seedings():
+    # Seeding that ignored the generator would give the same centres every time.
+    X = np.random.default_rng(10).normal(size=(500, 3))
+    seedings = {tuple(kmeans.kmeans_plusplus(X, 4, rng=np.random.default_rng(s))[1])
+                for s in range(6)}
+    assert len(seedings) > 1
+
+
+# ---------------------------------------------------------------- assign
+
+@pytest.mark.parametrize("n_samples, n_clusters", [
+    (2 * ((1 << 18) // 7) + 123, 7),   # three blocks of rows, the last one partial
+    (1000, 700),                        # many small blocks
+    (5, 1),
+])
+def test_assign_agrees_with_brute_force(n_samples, n_clusters):
+    rng = np.random.default_rng(n_clusters)
+    X = rng.uniform(0, 255, size=(n_samples, 3))
+    centers = rng.uniform(0, 255, size=(n_clusters, 3))
+    labels, min_sq_dist = kmeans.assign(X, centers)
+    full = brute_force_sq_dist(X, centers)
+    best = full.min(axis=1)
+    scale = (X ** 2).sum(axis=1).max() + (centers ** 2).sum(axis=1).max()
+    np.testing.assert_allclose(min_sq_dist, best, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(full[np.arange(n_samples), labels], best, rtol=0, atol=1e-9 * scale)
+    # Where the nearest centre is clearly nearest, the label is exactly it.
+    second = np.partition(full, 1, axis=1)[:, 1] if n_clusters > 1 else np.inf
+    clear = second - best > 1e-6 * scale
+    np.testing.assert_array_equal(labels[clear], full.argmin(axis=1)[clear])
+    assert labels.shape == (n_samples,) and min_sq_dist.shape == (n_samples,)
+
+
+def test_assign_breaks_ties_towards_the_lowest_index():
+    # 1 is exactly halfway between centres 0 and 2 (and the arithmetic is exact here).
+    labels, d2 = kmeans.assign(column([1, 3]), column([0, 2, 4]))
+    np.testing.assert_array_equal(labels, [0, 1])
+    np.testing.assert_array_equal(d2, [1.0, 1.0])
