@@ -1,0 +1,276 @@
+"""hw2.py end to end, in-process: compress and decompress photos, grey and alpha images.
+
+Every expected value is computed here from the input image and the codebook with nothing
+but NumPy and Pillow, the way a grader's script would.
+"""
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import hw2
+
+ROOT = Path(__file__).resolve().parent.parent
+ROCKET = ROOT / "samples" / "rocket.jpg"
+RESULT_LINE = re.compile(r"Reconstruction error is (\S+)\n")
+MODELS = ["kmeans", "mixture"]
+
+
+def pixels_of(path):
+    """The image as a grader reads it: upright, grey/alpha kept, else RGB."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        keep = image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGB"
+        return np.asarray(image.convert(keep))
+
+
+def load_codebook(path):
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def printed_error(stdout):
+    """The float of the one stdout line; fails unless stdout is exactly that line."""
+    match = RESULT_LINE.fullmatch(stdout)
+    assert match, f"stdout should be one line 'Reconstruction error is X', got {stdout!r}"
+    text = match.group(1)
+    assert repr(float(text)) == text, f"{text!r} is not a plain Python float repr"
+    return float(text)
+
+
+def direct_error(pixels, book):
+    """Mean Euclidean distance between each pixel and the mean it is assigned to."""
+    n_channels = book["means"].shape[1]
+    diff = pixels.reshape(-1, n_channels).astype(np.float64) - book["means"][book["assignments"]]
+    return float(np.mean(np.sqrt((diff ** 2).sum(axis=1))))
+
+
+def expected_decoding(book):
+    rebuilt = book["means"][book["assignments"]].reshape(book["img_shape"])
+    return np.clip(np.rint(rebuilt), 0, 255).astype(np.uint8)
+
+
+def run_main(argv):
+    """hw2.main(argv) with stdout and stderr captured: (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = hw2.main([str(arg) for arg in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def compress(image, output, clusters, model="kmeans"):
+    return run_main(["--compress", image, "--model", model, "--clusters", clusters,
+                     "--output", output])
+
+
+def decompress(codebook, output):
+    return run_main(["--decompress", codebook, "--output", output])
+
+
+def check_round_trip(image_path, tmp_path, clusters, model):
+    """Compress and decompress; check everything a grader checks.  Returns the codebook."""
+    book_path = tmp_path / "codebook"  # no extension on purpose: it must be kept as given
+    status, stdout, _ = compress(image_path, book_path, clusters, model)
+    assert status == 0
+    error = printed_error(stdout)
+    assert book_path.exists() and not Path(f"{book_path}.npz").exists()
+    book = load_codebook(book_path)
+    assert sorted(book) == ["assignments", "img_shape", "means"]
+    pixels = pixels_of(image_path)
+    assert tuple(book["img_shape"]) == pixels.shape
+    assert book["means"].dtype == np.float64
+    assert book["means"].shape[1] == (pixels.shape[2] if pixels.ndim == 3 else 1)
+    assert 1 <= len(book["means"]) <= clusters
+    assert book["assignments"].dtype == np.uint8  # every test here has k <= 256
+    assert book["assignments"].shape == (pixels.shape[0] * pixels.shape[1],)
+    assert error == pytest.approx(direct_error(pixels, book), rel=1e-9, abs=1e-12)
+
+    png = tmp_path / "decoded.png"
+    status, _, _ = decompress(book_path, png)
+    assert status == 0
+    with Image.open(png) as decoded:
+        np.testing.assert_array_equal(np.asarray(decoded), expected_decoding(book))
+    assert sorted(os.listdir(tmp_path)) == sorted([image_path.name, "codebook", "decoded.png"])
+    return book
+
+
+# ---------------------------------------------------------------- the sample photo
+
+@pytest.fixture(scope="module")
+def rocket_run(tmp_path_factory):
+    """Compress the sample photo once at k = 4: (folder, stdout, codebook)."""
+    folder = tmp_path_factory.mktemp("rocket")
+    status, stdout, _ = compress(ROCKET, folder / "rocket.book", 4)
+    assert status == 0
+    return folder, stdout, load_codebook(folder / "rocket.book")
+
+
+def test_photo_prints_one_line_with_the_true_error(rocket_run):
+    folder, stdout, book = rocket_run
+    error = printed_error(stdout)
+    assert error == pytest.approx(direct_error(pixels_of(ROCKET), book), rel=1e-9)
+    assert error > 0  # the photo has far more than 4 colours
+    assert os.listdir(folder) == ["rocket.book"]
+
+
+def test_photo_codebook_holds_exactly_the_three_arrays(rocket_run):
+    _, _, book = rocket_run
+    height, width = pixels_of(ROCKET).shape[:2]
+    assert sorted(book) == ["assignments", "img_shape", "means"]
+    assert book["img_shape"].tolist() == [height, width, 3]
+    assert book["means"].dtype == np.float64 and book["means"].shape == (4, 3)
+    assert book["assignments"].dtype == np.uint8
+    assert book["assignments"].shape == (height * width,)
+    assert len(np.unique(book["means"], axis=0)) == 4
+
+
+def test_photo_pixels_go_to_their_nearest_mean(rocket_run):
+    # k-means ends with an assignment step: no pixel has a nearer mean than its own.
+    _, _, book = rocket_run
+    pixels = pixels_of(ROCKET).reshape(-1, 3).astype(np.float64)
+    d2 = ((pixels[:, None, :] - book["means"][None, :, :]) ** 2).sum(axis=2)
+    own = d2[np.arange(len(pixels)), book["assignments"]]
+    assert (own <= d2.min(axis=1) + 1e-6).all()
+
+
+def test_photo_decompresses_exactly_to_png_and_to_jpeg(rocket_run, tmp_path):
+    folder, _, book = rocket_run
+    status, _, _ = decompress(folder / "rocket.book", tmp_path / "back.png")
+    assert status == 0
+    with Image.open(tmp_path / "back.png") as image:
+        assert image.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(image), expected_decoding(book))
+    status, _, _ = decompress(folder / "rocket.book", tmp_path / "back.jpg")
+    assert status == 0
+    with Image.open(tmp_path / "back.jpg") as image:
+        assert image.format == "JPEG" and image.mode == "RGB"
+        assert image.size == tuple(book["img_shape"][1::-1])
+        # Lossy, but close to the decoded picture.
+        diff = np.asarray(image).astype(int) - expected_decoding(book)
+        assert np.abs(diff).mean() < 4
+    assert sorted(os.listdir(tmp_path)) == ["back.jpg", "back.png"]
+
+
+# ---------------------------------------------------------------- grey, alpha, small RGB
+
+def smooth_noisy(rng, shape):
+    """A gradient plus noise: many distinct values, a few broad groups."""
+    height, width = shape[:2]
+    ramp = np.linspace(0, 200, width)[None, :] + np.linspace(0, 50, height)[:, None]
+    if len(shape) == 3:
+        ramp = ramp[..., None] * np.linspace(0.4, 1.0, shape[2])
+    return np.clip(ramp + rng.normal(0, 8, size=shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_grey_round_trip(tmp_path, model):
+    pixels = smooth_noisy(np.random.default_rng(1), (18, 24))
+    image_path = tmp_path / "grey.png"
+    Image.fromarray(pixels).save(image_path)
+    book = check_round_trip(image_path, tmp_path, 5, model)
+    assert book["img_shape"].tolist() == [18, 24]  # grey stays two-dimensional
+    assert book["means"].shape[1] == 1
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("mode, channels", [("RGBA", 4), ("LA", 2)])
+def test_alpha_round_trip(tmp_path, model, mode, channels):
+    rng = np.random.default_rng(channels)
+    pixels = smooth_noisy(rng, (16, 20, channels))
+    pixels[:4, :, -1] = 0  # a transparent band
+    image_path = tmp_path / "alpha.png"
+    Image.fromarray(pixels, mode=mode).save(image_path)
+    book = check_round_trip(image_path, tmp_path, 6, model)
+    assert book["img_shape"].tolist() == [16, 20, channels]  # alpha kept as last channel
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_small_rgb_round_trip(tmp_path, model):
+    pixels = smooth_noisy(np.random.default_rng(3), (15, 21, 3))
+    image_path = tmp_path / "small.png"
+    Image.fromarray(pixels).save(image_path)
+    check_round_trip(image_path, tmp_path, 7, model)
+
+
+def test_alpha_decompressed_to_jpeg_is_flattened(tmp_path):
+    pixels = np.zeros((16, 16, 4), dtype=np.uint8)
+    pixels[:, :8] = (200, 40, 40, 0)      # transparent: becomes white
+    pixels[:, 8:] = (20, 40, 200, 255)    # opaque blue
+    image_path = tmp_path / "two.png"
+    Image.fromarray(pixels).save(image_path)
+    assert compress(image_path, tmp_path / "book", 2)[0] == 0
+    status, stdout, _ = decompress(tmp_path / "book", tmp_path / "flat.jpg")
+    assert status == 0
+    with Image.open(tmp_path / "flat.jpg") as image:
+        assert image.mode == "RGB"
+        got = np.asarray(image).astype(int)
+    assert np.abs(got[:, :4] - 255).max() <= 8
+    assert np.abs(got[:, 12:] - (20, 40, 200)).max() <= 8
+
+
+# ---------------------------------------------------------------- few colours: lossless
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("clusters", [5, 9])
+@pytest.mark.parametrize("grey", [False, True])
+def test_few_colours_are_kept_exactly(tmp_path, model, clusters, grey):
+    palette = np.array([[0, 0, 0], [255, 255, 255], [200, 30, 40], [10, 220, 90], [7, 8, 9]],
+                       dtype=np.uint8)
+    if grey:
+        palette = np.array([[0], [255], [200], [10], [7]], dtype=np.uint8)
+    indices = np.random.default_rng(5).integers(0, 5, size=(12, 10))
+    indices[0, :5] = np.arange(5)  # every colour occurs
+    pixels = palette[indices]
+    if grey:
+        pixels = pixels[..., 0]
+    image_path = tmp_path / "five.png"
+    Image.fromarray(pixels).save(image_path)
+    status, stdout, _ = compress(image_path, tmp_path / "book", clusters, model)
+    assert status == 0
+    assert stdout == "Reconstruction error is 0.0\n"
+    book = load_codebook(tmp_path / "book")
+    assert len(book["means"]) == 5  # the colours themselves, fewer than asked when 9
+    np.testing.assert_array_equal(np.unique(book["means"], axis=0),
+                                  np.unique(palette.reshape(5, -1), axis=0).astype(np.float64))
+    np.testing.assert_array_equal(book["means"][book["assignments"]].reshape(book["img_shape"]),
+                                  pixels)
+    assert decompress(tmp_path / "book", tmp_path / "back.png")[0] == 0
+    with Image.open(tmp_path / "back.png") as image:
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+
+
+# ---------------------------------------------------------------- no scikit-learn, no SciPy
+
+CHILD = textwrap.dedent("""
+    import sys
+    import hw2
+    image, model, book, png = sys.argv[1:]
+    compressed = hw2.main(["--compress", image, "--model", model, "--clusters", "3",
+                           "--output", book])
+    decompressed = hw2.main(["--decompress", book, "--output", png])
+    leaked = sorted(name for name in sys.modules if name.split(".")[0] in ("sklearn", "scipy"))
+    print("STATUS", compressed, decompressed)
+    print("LEAKED", " ".join(leaked))
+""")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_cli_never_imports_sklearn_or_scipy(tmp_path, model):
+    image_path = tmp_path / "small.png"
+    Image.fromarray(smooth_noisy(np.random.default_rng(4), (10, 12, 3))).save(image_path)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(image_path), model, str(tmp_path / "book"),
+         str(tmp_path / "back.png")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert "STATUS 0 0" in lines, child.stdout + child.stderr
+    assert "LEAKED " in lines, f"imported: {lines[-1]}"
