@@ -54,13 +54,20 @@ def test_hand_traced_iterations_from_explicit_start():
     #       update c = (2, 11); the labels no longer change, so the run stops there.
     # Result: centres (2, 11), labels 0 0 0 1, objective 2^2 + 0 + 2^2 + 0 = 8.
     X = column([0, 2, 4, 11])
+    start = column([0, 2])
     seen = []
-    result = kmeans.kmeans(X, 2, init=column([0, 2]), callback=lambda i, obj: seen.append(obj))
+    result = kmeans.kmeans(X, 2, init=start, callback=lambda i, obj: seen.append(obj))
+    np.testing.assert_array_equal(start, column([0, 2]))  # the caller's array is left alone
     np.testing.assert_allclose(result.centers[:, 0], [2.0, 11.0], rtol=1e-12)
     np.testing.assert_array_equal(result.labels, [0, 0, 0, 1])
     assert result.inertia == pytest.approx(8.0, rel=1e-12)
     assert seen[:3] == pytest.approx([85.0, 317.0 / 9.0, 23.25], rel=1e-12)
     assert result.converged
+
+
+def test_explicit_start_of_the_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match=r"\(3, 1\)"):
+        kmeans.kmeans(column([0, 2, 4, 11]), 2, init=column([0, 2, 4]))
 
 
 def test_one_cluster_is_the_weighted_mean():
