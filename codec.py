@@ -16,9 +16,19 @@ Every expected failure (a missing file, a file that is not an image, a
 codebook that does not decode) is raised as :class:`CodecError` with a
 message that names the file and says what is wrong.
 """
+import contextlib
+import functools
+import io
+import logging
+import math
 import os
+import re
+import struct
 import tempfile
+import warnings
 import zipfile
+import zlib
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,6 +41,11 @@ class CodecError(Exception):
     """An input or output file that cannot be read or written as asked."""
 
 
+# Pillow logs details of damaged files at ERROR level; with no handler, Python
+# would print them on stderr beside the one-line error that read_image raises.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
+
+
 # ---------------------------------------------------------------- images
 
 def read_image(path):
@@ -39,7 +54,9 @@ def read_image(path):
     The image is turned upright per its EXIF orientation.  Grey stays one
     channel, alpha is kept as the last channel, 16-bit grey is scaled to
     8 bits, bilevel and 32-bit grey become grey, and everything else
-    (palette, CMYK, YCbCr, ...) becomes RGB.
+    (palette, CMYK, YCbCr, ...) becomes RGB.  Images of more than
+    ``Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit,
+    89,478,485 by default) are refused, and truncated files are errors.
 
     Parameters
     ----------
@@ -51,9 +68,14 @@ def read_image(path):
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return _as_pixels(image)
+        with warnings.catch_warnings():
+            # Pillow warns about odd metadata it then ignores; the pixels still read.
+            warnings.simplefilter("ignore")
+            # Pillow only warns between 1 and 2 times its limit: refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return _as_pixels(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise CodecError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -62,10 +84,21 @@ def read_image(path):
         raise CodecError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise CodecError(f"{path}: not an image file Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise CodecError(f"{path}: refused as a possible decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CodecError(f"{path}: cannot decode the image ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CodecError(f"{path}: {_too_many_pixels(exc)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as exc:
+        # Pillow's decoders report damaged data with any of these (TypeError from
+        # a TIFF whose tags hold bytes where numbers belong).
+        raise CodecError(f"{path}: cannot decode the image, the file is damaged or "
+                         f"truncated ({exc})") from None
+
+
+def _too_many_pixels(exc):
+    """The message for an image beyond Pillow's decompression-bomb limit."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels is" if found else "the image is"
+    return (f"{size} more than the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+            "(Pillow's guard against decompression bombs)")
 
 
 def _as_pixels(image):
@@ -90,7 +123,7 @@ def write_image(path, pixels):
 
     The file appears whole or not at all: it is written beside ``path`` and
     then moved into place.  An image with alpha that the format cannot hold
-    is composited on white.
+    is composited on white; grey goes out as RGB to a format without grey.
 
     Parameters
     ----------
@@ -108,6 +141,8 @@ def write_image(path, pixels):
     flattened = False
     if image.mode in ("LA", "RGBA") and not _can_write(fmt, image.mode):
         image, flattened = _on_white(image), True
+    if image.mode == "L" and not _can_write(fmt, "L"):
+        image = image.convert("RGB")
     _atomic_write(path, lambda handle: _save(image, handle, path, fmt, options))
     return flattened
 
@@ -115,8 +150,10 @@ def write_image(path, pixels):
 def _save(image, handle, path, fmt, options):
     try:
         image.save(handle, format=fmt, **options)
-    except (ValueError, KeyError) as exc:  # Pillow's word for a mode the format lacks
-        raise CodecError(f"{path}: cannot write a {image.mode} image as {fmt} ({exc})") from None
+    except (ValueError, KeyError, OSError) as exc:  # a size or mode the format lacks
+        width, height = image.size
+        raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
+                         f"image as {fmt} ({exc})") from None
 
 
 def image_format_for(path):
@@ -137,22 +174,22 @@ def image_format_for(path):
         raise CodecError(f"{path}: no file extension to choose an image format "
                          "(use .png, .jpg, ...)")
     fmt = Image.registered_extensions().get(ext)
-    if fmt is None or fmt not in Image.SAVE:
+    if fmt is None or not (_can_write(fmt, "RGB") or _can_write(fmt, "L")):
         raise CodecError(f"{path}: Pillow cannot write images with extension {ext!r} "
                          "(use .png, .jpg, ...)")
     return fmt
 
 
-# Formats known to hold an alpha channel in the given mode.
-_ALPHA_FORMATS = {
-    "RGBA": {"PNG", "WEBP", "TIFF", "TGA", "BMP", "GIF", "ICO", "JPEG2000", "SGI", "DDS",
-             "QOI", "AVIF", "ICNS", "BLP"},
-    "LA": {"PNG", "WEBP", "TIFF", "TGA"},
-}
-
-
+@functools.lru_cache(maxsize=None)
 def _can_write(fmt, mode):
-    return fmt in _ALPHA_FORMATS.get(mode, ())
+    """Whether Pillow saves a ``mode`` image as ``fmt``: tried on one pixel in memory."""
+    if fmt not in Image.SAVE:
+        return False
+    try:
+        Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt)
+    except Exception:  # a probe: whatever the plugin raises means "cannot"
+        return False
+    return True
 
 
 def _on_white(image):
@@ -279,7 +316,16 @@ def write_codebook(path, assignments, means, img_shape):
 
 
 def read_codebook(path):
-    """Load a codebook and check that it decodes.
+    """Load a codebook and check that it decodes, refusing anything unsafe.
+
+    Each array's ``.npy`` header (dtype and shape) and its declared size in
+    the zip archive are checked before anything is read, so a damaged or
+    hostile file (an object array, a zip bomb, an absurd ``img_shape``) is
+    refused without allocating for it.  Codebooks of other programs are
+    accepted as long as ``means[assignments].reshape(img_shape)`` is a
+    well-defined image: integer labels of any width and shape, float or
+    integer means, grey means of shape ``(k,)`` or ``(k, 1)``; extra arrays
+    are ignored.
 
     Parameters
     ----------
@@ -287,47 +333,175 @@ def read_codebook(path):
 
     Returns
     -------
-    assignments : ndarray of integers
-    means : ndarray of shape (n_clusters,) or (n_clusters, n_channels)
+    assignments : ndarray of integers, H * W of them
+    means : ndarray of shape (n_clusters,) or (n_clusters, n_channels), finite
     img_shape : tuple of int
+        ``(H, W)`` or ``(H, W, C)`` with C from 1 to 4.
     """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in CODEBOOK_KEYS if key not in archive.files]
-            if missing:
-                raise CodecError(f"{path}: codebook has no {', '.join(missing)} "
-                                 f"(found: {', '.join(archive.files) or 'nothing'})")
-            arrays = [archive[key] for key in CODEBOOK_KEYS]
+        with zipfile.ZipFile(path) as archive:
+            return _read_codebook_arrays(path, archive)
     except FileNotFoundError:
         raise CodecError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CodecError(f"{path}: is a directory, not a codebook") from None
     except PermissionError:
         raise CodecError(f"{path}: permission denied") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except zipfile.BadZipFile as exc:
+        raise CodecError(f"{path}: not a readable .npz codebook: the zip archive is "
+                         f"damaged or truncated ({exc})") from None
+    except NotImplementedError as exc:  # zipfile: a zip feature it lacks
+        raise CodecError(f"{path}: not a readable .npz codebook: the zip archive uses "
+                         f"a feature that cannot be read ({exc})") from None
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise CodecError(f"{path}: not a readable .npz codebook ({exc})") from None
-    return _checked_codebook(path, *arrays)
 
 
-def _checked_codebook(path, assignments, means, img_shape):
+def _read_codebook_arrays(path, archive):
+    """The three checked arrays of an open codebook archive (see read_codebook)."""
+    members = {}
+    for key in CODEBOOK_KEYS:
+        members[key] = _member(path, archive, key)
+    missing = [key for key, info in members.items() if info is None]
+    if missing:
+        found = sorted(name[:-4] if name.endswith(".npy") else name
+                       for name in archive.namelist())
+        raise CodecError(f"{path}: codebook has no {', '.join(missing)} "
+                         f"(found: {', '.join(found) or 'nothing'})")
+    headers = {key: _npy_header(path, archive, info) for key, info in members.items()}
+    shape_header = headers["img_shape"]
+    if shape_header.dtype.kind not in "ui" or shape_header.shape not in ((2,), (3,)):
+        raise CodecError(f"{path}: img_shape should be 2 or 3 integers, got "
+                         f"{shape_header.dtype} of shape {shape_header.shape}")
+    img_shape = _checked_img_shape(path, _npy_array(archive, members["img_shape"]))
+    _check_array_headers(path, headers["assignments"], headers["means"], img_shape)
+    assignments = _npy_array(archive, members["assignments"])
+    means = _npy_array(archive, members["means"])
+    _check_values(path, assignments, means)
+    return assignments, means, img_shape
+
+
+def _member(path, archive, key):
+    """The ZipInfo of array ``key`` (stored as ``key.npy``, or ``key``), or None."""
+    for name in (key + ".npy", key):
+        try:
+            info = archive.getinfo(name)
+        except KeyError:
+            continue
+        if info.flag_bits & 0x1:
+            raise CodecError(f"{path}: {key} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CodecError(f"{path}: {key} uses zip compression method "
+                             f"{info.compress_type}; only stored and deflated are read")
+        return info
+    return None
+
+
+class _Header(NamedTuple):
+    """What an ``.npy`` header declares, and the member size that it implies."""
+
+    key: str
+    dtype: np.dtype
+    shape: tuple
+    header_size: int
+    file_size: int
+
+
+def _npy_header(path, archive, info):
+    """Read and check the ``.npy`` header of a zip member, not its data.
+
+    Returns
+    -------
+    _Header
+    """
+    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+    with archive.open(info) as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        except ValueError as exc:
+            raise CodecError(f"{path}: {key} is not a NumPy array ({exc})") from None
+        header_size = stream.tell()
+    if dtype.hasobject:
+        raise CodecError(f"{path}: {key} is an object array that only unpickling could "
+                         "read; refusing to unpickle")
+    if any(n < 0 for n in shape):
+        raise CodecError(f"{path}: {key} declares the impossible shape {shape}")
+    data_size = math.prod(shape) * dtype.itemsize
+    if info.file_size != header_size + data_size:
+        raise CodecError(f"{path}: {key} declares {info.file_size:,} bytes but its shape "
+                         f"{shape} of {dtype} needs {header_size + data_size:,}; the "
+                         "codebook is damaged")
+    return _Header(key, dtype, shape, header_size, info.file_size)
+
+
+def _npy_array(archive, info):
+    """The array stored in a zip member whose header has been checked."""
+    with archive.open(info) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _checked_img_shape(path, img_shape):
+    """``img_shape`` as a tuple of ints, if it is a size an image can have."""
+    shape = tuple(int(n) for n in img_shape)
+    if min(shape) < 1:
+        raise CodecError(f"{path}: img_shape {shape} has a size below 1")
+    n_pixels = shape[0] * shape[1]
+    if n_pixels > max_pixels():
+        raise CodecError(f"{path}: img_shape {shape} is {n_pixels:,} pixels, more than "
+                         f"the limit of {max_pixels():,} (Pillow's decompression-bomb guard)")
+    if len(shape) == 3 and shape[2] > 4:
+        raise CodecError(f"{path}: img_shape {shape} has {shape[2]} channels; an image "
+                         "has 1 to 4")
+    return shape
+
+
+def _check_array_headers(path, assignments, means, img_shape):
+    """Check the declared assignments and means against img_shape, before reading."""
+    n_pixels = img_shape[0] * img_shape[1]
     if assignments.dtype.kind not in "ui":
         raise CodecError(f"{path}: assignments have type {assignments.dtype}, not integers")
-    if means.dtype.kind not in "uif" or means.ndim not in (1, 2) or len(means) == 0:
+    if math.prod(assignments.shape) != n_pixels:
+        raise CodecError(f"{path}: img_shape {img_shape} is {n_pixels:,} pixels but there "
+                         f"are {math.prod(assignments.shape):,} assignments")
+    if means.dtype.kind not in "uif" or len(means.shape) not in (1, 2) or \
+            means.shape[0] == 0:
         raise CodecError(f"{path}: means should be a non-empty numeric (k, C) array, "
                          f"got {means.dtype} of shape {means.shape}")
-    if not np.isfinite(means).all():
+    if means.shape[0] > max(n_pixels, MAX_MEANS):
+        raise CodecError(f"{path}: {means.shape[0]:,} means for {n_pixels:,} pixels is "
+                         "more than a codebook needs; refusing to read them")
+    n_channels = means.shape[1] if len(means.shape) == 2 else 1
+    expected = img_shape[2] if len(img_shape) == 3 else 1
+    if n_channels != expected:
+        raise CodecError(f"{path}: img_shape {img_shape} does not match means of shape "
+                         f"{means.shape} ({n_channels} channel(s) per mean)")
+
+
+def _check_values(path, assignments, means):
+    """Check what only the data shows: finite means and labels that index them."""
+    if means.dtype.kind == "f" and not np.isfinite(means).all():
         raise CodecError(f"{path}: means contain NaN or infinity")
-    if img_shape.dtype.kind not in "ui" or img_shape.ndim != 1:
-        raise CodecError(f"{path}: img_shape should be a list of integers, got {img_shape!r}")
-    shape = tuple(int(s) for s in img_shape)
-    if assignments.size and (assignments.min() < 0 or assignments.max() >= len(means)):
-        raise CodecError(f"{path}: assignments range over {assignments.min()}.."
-                         f"{assignments.max()} but there are {len(means)} means")
-    channels = int(np.prod(means.shape[1:]))
-    if assignments.size * channels != int(np.prod(shape)) or len(shape) not in (2, 3):
-        raise CodecError(f"{path}: img_shape {shape} does not match {assignments.size} "
-                         f"assignments of {means.shape[1:] or '1'} channel(s)")
-    return assignments, means, shape
+    low, high = int(assignments.min()), int(assignments.max())
+    if low < 0 or high >= len(means):
+        raise CodecError(f"{path}: assignments range over {low}..{high} but there are "
+                         f"{len(means)} means (valid labels are 0..{len(means) - 1})")
+
+
+def max_pixels():
+    """The most pixels an image may have: Pillow's decompression-bomb limit."""
+    return Image.MAX_IMAGE_PIXELS or _DEFAULT_MAX_PIXELS
+
+
+# Pillow's default limit, used if a caller sets Image.MAX_IMAGE_PIXELS to None.
+_DEFAULT_MAX_PIXELS = 89_478_485
+# Codebooks may hold unused means: up to this many, or one per pixel.
+MAX_MEANS = 1 << 16
 
 
 def decode(assignments, means, img_shape):
@@ -359,10 +533,11 @@ def check_output_path(path, *, input_path=None):
     the path must not be a folder, and it must not be the input file.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise CodecError(f"{path}: is a directory; give a file name for --output")
     if not os.path.isdir(folder):
-        raise CodecError(f"{path}: the folder {folder} does not exist")
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise CodecError(f"{path}: the folder {folder} {what}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CodecError(f"{path}: cannot write in the folder {folder} (permission denied)")
     if input_path is not None and os.path.exists(path) and os.path.exists(input_path) \
@@ -371,7 +546,11 @@ def check_output_path(path, *, input_path=None):
 
 
 def _atomic_write(path, write):
-    """Call ``write(handle)`` on a temporary file beside ``path``, then move it there."""
+    """Call ``write(handle)`` on a temporary file beside ``path``, then move it there.
+
+    Whatever goes wrong, including KeyboardInterrupt or MemoryError, the
+    temporary file is removed and an existing file at ``path`` is untouched.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     try:
         fd, temp = tempfile.mkstemp(dir=folder, prefix=".hw2-", suffix=".part")
@@ -383,7 +562,8 @@ def _atomic_write(path, write):
         os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException as exc:
-        os.unlink(temp)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         if isinstance(exc, OSError):
             raise CodecError(f"{path}: cannot write ({exc})") from None
         raise

@@ -49,11 +49,17 @@ def main(argv=None):
     -------
     int
         0 on success, 1 for a file that cannot be read or written,
-        2 for a bad command line.
+        2 for a bad command line.  ``--help`` prints the help and raises
+        SystemExit(0), as argparse does.
     """
     parser = build_parser()
-    args = parser.parse_args(normalize_dashes(sys.argv[1:] if argv is None else argv))
-    check_args(parser, args)
+    try:
+        args = parser.parse_args(normalize_dashes(sys.argv[1:] if argv is None else argv))
+        check_args(parser, args)
+    except UsageError as exc:
+        print(f"hw2: error: {printable(str(exc))}; try 'python3 hw2.py --help'",
+              file=sys.stderr)
+        return EXIT_USAGE
     report = Reporter(verbose=args.verbose, quiet=args.quiet)
     try:
         if args.compress is not None:
@@ -62,7 +68,7 @@ def main(argv=None):
             decompress(args, report)
     except codec.CodecError as exc:
         report.clear()
-        print(f"hw2: error: {exc}", file=sys.stderr)
+        print(f"hw2: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FILE
     except MemoryError:
         report.clear()
@@ -81,7 +87,7 @@ def build_parser():
     models = "\n".join(textwrap.fill(text, 79, initial_indent=f"  {name:<9}",
                                       subsequent_indent=" " * 11)
                         for name, text in MODELS.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hw2.py",
         description="Compress an image by clustering its pixel colours (vector quantization)\n"
                     "into a codebook, or decompress a codebook back into an image. Compressing\n"
@@ -154,10 +160,32 @@ def normalize_dashes(argv):
     return fixed
 
 
+def printable(text):
+    """``text`` with control characters (newlines too) escaped, so it stays one line.
+
+    File names and damaged files can hold any character.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class UsageError(Exception):
+    """A bad command line; the message says which argument and why."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors reach main() as UsageError instead of exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
 def check_args(parser, args):
-    """Check what can be checked before any work starts (exits 2 via parser.error)."""
+    """Check what can be checked before any work starts (parser.error raises UsageError)."""
     if (args.compress is None) == (args.decompress is None):
         parser.error("give exactly one of --compress IMAGE or --decompress CODEBOOK")
+    for flag in ("compress", "decompress", "output"):
+        if getattr(args, flag) == "":
+            parser.error(f"argument --{flag}: the path is empty")
     if not 1 <= args.clusters <= MAX_CLUSTERS:
         parser.error(f"argument --clusters: {args.clusters} is not between 1 and {MAX_CLUSTERS}")
     if args.seed < 0:
