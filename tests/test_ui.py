@@ -253,7 +253,7 @@ def test_progress_draws_first_call_then_throttles(monkeypatch):
     assert len(drawn) == 4
 
 
-def test_restarts_are_counted_and_shown(monkeypatch):
+def test_restarts_are_counted_and_shown():
     stream = io.StringIO()
     report = hw2.Reporter(verbose=True, stream=stream)
     callback = report.progress_callback("kmeans")
