@@ -150,7 +150,8 @@ def write_image(path, pixels):
 def _save(image, handle, path, fmt, options):
     try:
         image.save(handle, format=fmt, **options)
-    except (ValueError, KeyError, OSError) as exc:  # a size or mode the format lacks
+    except (ValueError, KeyError, OSError, OverflowError, struct.error) as exc:
+        # Pillow's writers refuse a size or mode their format cannot hold with these.
         width, height = image.size
         raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
                          f"image as {fmt} ({exc})") from None

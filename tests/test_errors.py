@@ -1,0 +1,586 @@
+"""Bad input gets one clear line and a non-zero exit, and nothing is lost.
+
+Every failing run here is checked the same way (see ``assert_failed``): the
+exit status, exactly one stderr line starting ``hw2: error:`` that names the
+file or argument, nothing on stdout, no traceback, no temporary file left
+beside the output, and an existing ``--output`` file byte-for-byte unchanged.
+"""
+import builtins
+import io
+import os
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+import codec
+import hw2
+import kmeans
+
+PILLOW_LIMIT = 89_478_485  # Pillow's documented default Image.MAX_IMAGE_PIXELS
+OLD_BYTES = b"the user's precious file\n"
+
+
+# --- helpers ------------------------------------------------------------------
+
+@pytest.fixture
+def photo(tmp_path):
+    """A 12x10 RGB image with 120 distinct colours."""
+    y, x = np.mgrid[0:10, 0:12]
+    pixels = np.dstack([x * 20, y * 25, (x * y) % 256]).astype(np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def old_output(tmp_path):
+    """Factory: an existing file at an output path, which no failed run may touch."""
+    def make(name):
+        path = tmp_path / name
+        path.write_bytes(OLD_BYTES)
+        return path
+    return make
+
+
+def run(capsys, *argv):
+    status = hw2.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_failed(status, out, err, expected_status, *words, output=None):
+    """The run failed cleanly: one error line holding ``words``, nothing written."""
+    assert status == expected_status
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), err
+    assert lines[0].startswith("hw2: error: "), err
+    assert "Traceback" not in err
+    for word in words:
+        assert str(word) in lines[0], (word, lines[0])
+    if output is not None:
+        if output.is_file():
+            assert output.read_bytes() == OLD_BYTES
+        folder = output.parent
+        if folder.is_dir():
+            assert [p.name for p in folder.iterdir() if p.name.startswith(".hw2-")] == []
+    return lines[0]
+
+
+def save_npz(path, compressed=True, **arrays):
+    (np.savez_compressed if compressed else np.savez)(open(path, "wb"), **arrays)
+    return path
+
+
+def good_arrays():
+    """A valid 3x4 RGB codebook with 5 means."""
+    return {"assignments": (np.arange(12) % 5).astype(np.uint8),
+            "means": np.linspace(0, 255, 15).reshape(5, 3),
+            "img_shape": np.array([3, 4, 3])}
+
+
+# --- the command line: exit 2 ---------------------------------------------------
+
+@pytest.mark.parametrize("clusters", ["0", "-3", "abc", "2.5", "", "65537", str(10 ** 30)])
+def test_bad_clusters_is_a_usage_error(clusters, photo, old_output, capsys):
+    out = old_output("c.npz")
+    line = assert_failed(*run(capsys, "--compress", photo, "--clusters", clusters,
+                              "--output", out), 2, "--clusters", output=out)
+    assert line.endswith("; try 'python3 hw2.py --help'")
+
+
+def test_largest_clusters_value_is_accepted(photo, tmp_path, capsys):
+    status, out, _ = run(capsys, "--compress", photo, "--clusters", hw2.MAX_CLUSTERS,
+                         "--output", tmp_path / "c.npz")
+    assert status == 0 and out.startswith("Reconstruction error is ")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--compress", "{photo}", "--decompress", "{photo}"], ["exactly one of --compress"]),
+    ([], ["exactly one of --compress"]),
+    (["--compress", "{photo}", "--model", "kmedoids"], ["--model", "kmedoids"]),
+    (["--compress", "{photo}", "--seed", "-1"], ["--seed"]),
+    (["--compress", "{photo}", "--colors", "5"], ["unrecognized arguments: --colors"]),
+    (["--compress", ""], ["--compress", "empty"]),
+])
+def test_bad_command_line_is_a_usage_error(argv, words, photo, old_output, capsys):
+    out = old_output("c.npz")
+    argv = [arg.format(photo=photo) for arg in argv]
+    assert_failed(*run(capsys, *argv, "--output", out), 2, *words, output=out)
+
+
+def test_missing_output_flag_is_a_usage_error(photo, capsys):
+    assert_failed(*run(capsys, "--compress", photo), 2, "--output")
+
+
+def test_empty_output_is_a_usage_error(photo, capsys):
+    assert_failed(*run(capsys, "--compress", photo, "--output", ""), 2, "--output", "empty")
+
+
+# --- paths: exit 1 ----------------------------------------------------------------
+
+def test_missing_input(tmp_path, old_output, capsys):
+    out = old_output("c.npz")
+    assert_failed(*run(capsys, "--compress", tmp_path / "nope.jpg", "--output", out), 1,
+                  tmp_path / "nope.jpg", "no such file", output=out)
+    out = old_output("back.png")
+    assert_failed(*run(capsys, "--decompress", tmp_path / "nope.npz", "--output", out), 1,
+                  tmp_path / "nope.npz", "no such file", output=out)
+
+
+def test_input_is_a_directory(tmp_path, old_output, capsys):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    out = old_output("c.npz")
+    assert_failed(*run(capsys, "--compress", folder, "--output", out), 1,
+                  folder, "is a directory", output=out)
+    out = old_output("back.png")
+    assert_failed(*run(capsys, "--decompress", folder, "--output", out), 1,
+                  folder, "is a directory", output=out)
+
+
+@pytest.fixture
+def forbid_reading(monkeypatch):
+    """Make opening one path fail with EACCES, as chmod 000 does for a non-root user.
+
+    Tests run as root in the container, where chmod cannot stop a read; Pillow
+    opens with ``builtins.open`` and zipfile with ``io.open``.
+    """
+    real_open = builtins.open
+
+    def forbid(path):
+        def guarded_open(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(file, *args, **kwargs)
+        monkeypatch.setattr(builtins, "open", guarded_open)
+        monkeypatch.setattr(io, "open", guarded_open)
+    return forbid
+
+
+def test_unreadable_image(photo, old_output, forbid_reading, capsys):
+    out = old_output("c.npz")
+    forbid_reading(photo)
+    assert_failed(*run(capsys, "--compress", photo, "--output", out), 1,
+                  photo, "permission denied", output=out)
+
+
+def test_unreadable_codebook(tmp_path, old_output, forbid_reading, capsys):
+    book = save_npz(tmp_path / "c.npz", **good_arrays())
+    out = old_output("back.png")
+    forbid_reading(book)
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), 1,
+                  book, "permission denied", output=out)
+
+
+@pytest.fixture
+def spy_work(monkeypatch):
+    """Record whether an input file was read or a model fitted."""
+    calls = []
+    for module, name in ((codec, "read_image"), (codec, "read_codebook"),
+                         (kmeans, "kmeans")):
+        real = getattr(module, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["--compress", "--decompress"])
+def test_output_folder_missing_is_found_before_any_work(mode, photo, tmp_path, spy_work,
+                                                        capsys):
+    source = photo if mode == "--compress" else save_npz(tmp_path / "c.npz", **good_arrays())
+    out = tmp_path / "no" / "such" / "folder" / "out.png"
+    assert_failed(*run(capsys, mode, source, "--output", out), 1,
+                  out, "does not exist", output=out)
+    assert spy_work == []
+    assert not (tmp_path / "no").exists()
+
+
+def test_output_folder_that_is_a_file(photo, old_output, capsys):
+    not_a_folder = old_output("notes.txt")
+    out = not_a_folder / "c.npz"
+    assert_failed(*run(capsys, "--compress", photo, "--output", out), 1,
+                  out, "is not a folder", output=not_a_folder)
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+def test_output_is_a_directory(suffix, photo, tmp_path, spy_work, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert_failed(*run(capsys, "--compress", photo, "--output", f"{folder}{suffix}"), 1,
+                  folder, "is a directory", output=folder / "x")
+    assert list(folder.iterdir()) == [] and spy_work == []
+
+
+@pytest.mark.parametrize("name, words", [
+    ("back", ["no file extension"]),
+    ("back.xyz", ["cannot write", "'.xyz'"]),
+    ("back.xbm", ["cannot write", "'.xbm'"]),   # Pillow writes XBM from bilevel images only
+    ("back.bufr", ["cannot write", "'.bufr'"]),  # registered, but no save handler installed
+])
+def test_decompress_output_extension_is_checked_before_reading(name, words, tmp_path,
+                                                               old_output, spy_work, capsys):
+    book = save_npz(tmp_path / "c.npz", **good_arrays())
+    out = old_output(name)
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), 1, out, *words,
+                  output=out)
+    assert spy_work == []
+
+
+def test_output_that_is_the_input_is_refused(photo, spy_work, capsys):
+    before = photo.read_bytes()
+    assert_failed(*run(capsys, "--compress", photo, "--output", photo), 1,
+                  photo, "is the input file")
+    assert photo.read_bytes() == before and spy_work == []
+
+
+def test_output_that_is_a_link_to_the_input_is_refused(photo, tmp_path, capsys):
+    link = tmp_path / "link.png"
+    link.symlink_to(photo)
+    before = photo.read_bytes()
+    assert_failed(*run(capsys, "--compress", photo, "--output", link), 1, "is the input file")
+    assert photo.read_bytes() == before and link.is_symlink()
+
+
+def test_control_characters_in_a_path_stay_on_one_line(tmp_path, capsys):
+    missing = tmp_path / "two\nlines.png"
+    line = assert_failed(*run(capsys, "--compress", missing, "--output", tmp_path / "c"), 1,
+                         "no such file")
+    assert "two\\nlines.png" in line
+
+
+# --- images -------------------------------------------------------------------------
+
+def test_loading_truncated_images_stays_off():
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_not_an_image(tmp_path, old_output, capsys):
+    text = tmp_path / "notes.jpg"
+    text.write_text("shopping list: eggs\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for path in (text, empty):
+        out = old_output("c.npz")
+        assert_failed(*run(capsys, "--compress", path, "--output", out), 1,
+                      path, "not an image file", output=out)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_image(fmt, photo, tmp_path, old_output, capsys):
+    whole = io.BytesIO()
+    with Image.open(photo) as image:
+        image.save(whole, format=fmt)
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) * 2 // 3])
+    out = old_output("c.npz")
+    assert_failed(*run(capsys, "--compress", cut, "--output", out), 1,
+                  cut, "damaged or truncated", output=out)
+
+
+def png_declaring_size(path, width, height):
+    """A PNG whose header declares ``width`` x ``height`` (the data is one pixel)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("width, height", [
+    (10_000, 10_000),   # 1.1 times the limit: Pillow alone would only warn
+    (20_000, 20_000),   # 4.5 times: Pillow raises
+])
+def test_decompression_bomb_is_refused_and_the_limit_named(width, height, tmp_path,
+                                                           old_output, capsys):
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_LIMIT
+    bomb = png_declaring_size(tmp_path / "bomb.png", width, height)
+    out = old_output("c.npz")
+    assert_failed(*run(capsys, "--compress", bomb, "--output", out), 1,
+                  bomb, f"{width * height:,} pixels", "limit of 89,478,485 pixels",
+                  output=out)
+
+
+@pytest.mark.parametrize("side, refused", [(10, False), (11, True), (15, True)])
+def test_pixel_limit_applies_from_one_times_the_limit(side, refused, monkeypatch, tmp_path,
+                                                      capsys):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    path = tmp_path / "square.png"
+    Image.new("RGB", (side, side), (1, 2, 3)).save(path)
+    result = run(capsys, "--compress", path, "--output", tmp_path / "c.npz")
+    if refused:
+        assert_failed(*result, 1, f"{side * side:,} pixels", "limit of 100 pixels")
+    else:
+        assert result[0] == 0
+
+
+# --- codebooks ---------------------------------------------------------------------
+
+def decompress_fails(capsys, book, old_output, *words):
+    out = old_output("back.png")
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), 1, book, *words,
+                  output=out)
+
+
+def test_codebook_that_is_not_a_zip(tmp_path, old_output, capsys):
+    book = tmp_path / "c.npz"
+    np.save(open(book, "wb"), np.arange(5))  # a bare .npy, not an archive
+    decompress_fails(capsys, book, old_output, "not a readable .npz codebook")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
+def test_truncated_codebook(keep, tmp_path, old_output, capsys):
+    whole = save_npz(tmp_path / "whole.npz", **good_arrays()).read_bytes()
+    book = tmp_path / "cut.npz"
+    book.write_bytes(whole[: int(len(whole) * keep)])
+    decompress_fails(capsys, book, old_output, "not a readable .npz codebook")
+
+
+@pytest.mark.parametrize("key", ["assignments", "means", "img_shape"])
+def test_codebook_missing_a_key(key, tmp_path, old_output, capsys):
+    arrays = good_arrays()
+    del arrays[key]
+    book = save_npz(tmp_path / "c.npz", extra=np.zeros(2), **arrays)
+    decompress_fails(capsys, book, old_output, f"no {key}", "found: ")
+
+
+def test_object_array_is_refused_without_unpickling(tmp_path, old_output, monkeypatch,
+                                                    capsys):
+    arrays = good_arrays()
+    arrays["means"] = np.array([[0, 0, 0]] * 5, dtype=object)
+    book = save_npz(tmp_path / "c.npz", compressed=False, **arrays)
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("the codebook was unpickled")
+    monkeypatch.setattr("pickle.load", no_unpickling)
+    monkeypatch.setattr("pickle.loads", no_unpickling)
+    decompress_fails(capsys, book, old_output, "means", "object array", "unpickle")
+
+
+@pytest.mark.parametrize("labels, words", [
+    (np.array([0, 1, -1, 2] * 3), ["assignments range over -1..2"]),
+    (np.arange(12) % 5 + 0.0, ["assignments have type float64, not integers"]),
+    (np.arange(12) % 6, ["assignments range over 0..5", "5 means"]),
+    (np.full(12, 255, dtype=np.uint8), ["range over 255..255", "5 means"]),
+    ((np.arange(12) % 2).astype(bool), ["type bool"]),
+])
+def test_bad_labels(labels, words, tmp_path, old_output, capsys):
+    book = save_npz(tmp_path / "c.npz", **{**good_arrays(), "assignments": labels})
+    decompress_fails(capsys, book, old_output, *words)
+
+
+@pytest.mark.parametrize("img_shape, words", [
+    ([4, 4, 3], ["img_shape (4, 4, 3) is 16 pixels but there are 12 assignments"]),
+    ([3, 4], ["does not match means of shape (5, 3)"]),
+    ([3, 4, 1], ["does not match means of shape (5, 3)"]),
+    ([-3, -4, 3], ["has a size below 1"]),
+    ([0, 4, 3], ["has a size below 1"]),
+    ([3, 4, 0], ["has a size below 1"]),
+    ([2 ** 20, 2 ** 20, 3], ["1,099,511,627,776 pixels", "limit of 89,478,485"]),
+    ([46_341, 46_341, 3], ["more than the limit"]),   # just over 2**31 pixels
+    ([12], ["img_shape should be 2 or 3 integers"]),
+    ([1, 3, 4, 3], ["img_shape should be 2 or 3 integers"]),
+    ([3.0, 4.0, 3.0], ["img_shape should be 2 or 3 integers", "float64"]),
+    ([3, 4, 6], ["6 channels; an image has 1 to 4"]),
+])
+def test_bad_img_shape(img_shape, words, tmp_path, old_output, capsys):
+    book = save_npz(tmp_path / "c.npz", **{**good_arrays(), "img_shape": np.array(img_shape)})
+    decompress_fails(capsys, book, old_output, *words)
+
+
+def test_img_shape_2d_array_is_refused(tmp_path, old_output, capsys):
+    book = save_npz(tmp_path / "c.npz", **{**good_arrays(), "img_shape": np.array([[3, 4, 3]])})
+    decompress_fails(capsys, book, old_output, "img_shape should be 2 or 3 integers")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_means(bad, tmp_path, old_output, capsys):
+    arrays = good_arrays()
+    arrays["means"][2, 1] = bad
+    book = save_npz(tmp_path / "c.npz", **arrays)
+    decompress_fails(capsys, book, old_output, "means contain NaN or infinity")
+
+
+@pytest.mark.parametrize("means, words", [
+    (np.zeros((0, 3)), ["non-empty numeric"]),
+    (np.zeros((5, 3), dtype=complex), ["complex128"]),
+    (np.array(["red"] * 5), ["<U3"]),
+    (np.zeros((5, 3, 1)), ["shape (5, 3, 1)"]),
+])
+def test_bad_means(means, words, tmp_path, old_output, capsys):
+    book = save_npz(tmp_path / "c.npz", **{**good_arrays(), "means": means})
+    decompress_fails(capsys, book, old_output, *words)
+
+
+def zip_with_members(path, members, compression=zipfile.ZIP_DEFLATED):
+    """Write raw member bytes (``{name: bytes}``) into a zip archive."""
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def npy_header_only(shape, descr="|u1"):
+    """An .npy header declaring ``shape``, with no data after it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def spy_array_reads(monkeypatch):
+    """Names of the zip members whose data NumPy reads."""
+    read = []
+    real = np.lib.format.read_array
+
+    def spy(stream, *args, **kwargs):
+        read.append(getattr(stream, "name", "?"))
+        return real(stream, *args, **kwargs)
+    monkeypatch.setattr(np.lib.format, "read_array", spy)
+    return read
+
+
+def declare_size(path, name, file_size):
+    """Patch the size the zip's central directory declares for member ``name``."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46: at + 46 + int.from_bytes(data[at + 28: at + 30], "little")] \
+            != name.encode():
+        at = data.index(b"PK\x01\x02", at + 4)
+    data[at + 24: at + 28] = file_size.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+FOUR_BILLION = 4_000_000_000
+
+
+@pytest.mark.parametrize("members, declared, img_shape, words", [
+    # The header says 12 labels, but the member inflates to 20 MB of zeros (a zip bomb).
+    ({"assignments.npy": npy_header_only((12,)) + bytes(20_000_000)}, None, (3, 4, 3),
+     ["assignments declares 20,000,128 bytes", "needs 140", "damaged"]),
+    # Four billion labels declared, consistently in the header and the zip directory.
+    ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, FOUR_BILLION + 128, (3, 4, 3),
+     ["img_shape (3, 4, 3) is 12 pixels but there are 4,000,000,000 assignments"]),
+    ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, FOUR_BILLION + 128,
+     (40_000, 100_000, 3), ["4,000,000,000 pixels", "limit of 89,478,485"]),
+    # Four billion labels in the header, 128 bytes in the directory: a lie.
+    ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, None, (3, 4, 3),
+     ["assignments declares 128 bytes", "needs 4,000,000,128"]),
+    # Unused means are allowed, but not more than 65536 or one per pixel.
+    ({"means.npy": npy_bytes(np.zeros((100_000, 3)))}, None, (3, 4, 3),
+     ["100,000 means for 12 pixels"]),
+])
+def test_oversized_members_are_refused_before_their_data_is_read(
+        members, declared, img_shape, words, tmp_path, old_output, spy_array_reads, capsys):
+    arrays = good_arrays()
+    arrays["img_shape"] = np.array(img_shape)
+    all_members = {f"{key}.npy": npy_bytes(value) for key, value in arrays.items()}
+    all_members.update(members)
+    book = zip_with_members(tmp_path / "big.npz", all_members)
+    if declared is not None:
+        declare_size(book, "assignments.npy", declared)
+    assert book.stat().st_size < 100_000
+    decompress_fails(capsys, book, old_output, *words)
+    assert set(spy_array_reads) <= {"img_shape.npy"}
+
+
+def test_member_shorter_than_its_header_says(tmp_path, old_output, capsys):
+    arrays = good_arrays()
+    book = zip_with_members(tmp_path / "short.npz", {
+        "assignments.npy": npy_bytes(arrays["assignments"])[:-3],
+        "means.npy": npy_bytes(arrays["means"]),
+        "img_shape.npy": npy_bytes(arrays["img_shape"])})
+    decompress_fails(capsys, book, old_output, "assignments declares", "needs")
+
+
+def test_member_that_is_not_an_npy_array(tmp_path, old_output, capsys):
+    arrays = good_arrays()
+    book = zip_with_members(tmp_path / "text.npz", {
+        "assignments.npy": b"0 1 2 3 4 0 1 2 3 4 0 1",
+        "means.npy": npy_bytes(arrays["means"]),
+        "img_shape.npy": npy_bytes(arrays["img_shape"])})
+    decompress_fails(capsys, book, old_output, "assignments is not a NumPy array")
+
+
+def test_corrupted_member_data_fails_its_checksum(tmp_path, old_output, capsys):
+    # Stored, not deflated, so a flipped byte of the means still parses as floats.
+    book = save_npz(tmp_path / "c.npz", compressed=False, **good_arrays())
+    with zipfile.ZipFile(book) as archive:
+        info = archive.getinfo("means.npy")
+    local_header = 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(book.read_bytes())
+    data[info.header_offset + local_header + 128 + 17] ^= 0x40  # in the third mean
+    book.write_bytes(bytes(data))
+    decompress_fails(capsys, book, old_output, "Bad CRC-32")
+
+
+def test_unsupported_zip_compression(tmp_path, old_output, capsys):
+    arrays = good_arrays()
+    book = zip_with_members(tmp_path / "lzma.npz",
+                            {f"{key}.npy": npy_bytes(value) for key, value in arrays.items()},
+                            compression=zipfile.ZIP_LZMA)
+    decompress_fails(capsys, book, old_output, "compression method 14")
+
+
+# --- nothing lost when the write itself fails ----------------------------------------
+
+@pytest.mark.parametrize("failure, status, message", [
+    (KeyboardInterrupt, 130, "hw2: interrupted; no output written"),
+    (MemoryError, 1, "hw2: error: out of memory"),
+    (OSError(28, "No space left on device"), 1, "hw2: error: "),
+])
+def test_failed_codebook_write_leaves_no_trace(failure, status, message, photo, old_output,
+                                               monkeypatch, capsys):
+    out = old_output("c.npz")
+
+    def half_written(handle, **arrays):
+        handle.write(b"PK\x03\x04 partial")
+        raise failure
+    monkeypatch.setattr(np, "savez_compressed", half_written)
+    result_status, stdout, err = run(capsys, "--compress", photo, "--output", out)
+    assert result_status == status and stdout == ""
+    assert err.splitlines() == [err.strip()] and err.startswith(message)
+    assert out.read_bytes() == OLD_BYTES
+    assert sorted(p.name for p in out.parent.iterdir()) == ["c.npz", "photo.png"]
+
+
+@pytest.mark.parametrize("failure, status", [(KeyboardInterrupt, 130), (MemoryError, 1)])
+def test_failed_image_write_leaves_no_trace(failure, status, tmp_path, old_output,
+                                            monkeypatch, capsys):
+    book = save_npz(tmp_path / "c.npz", **good_arrays())
+    out = old_output("back.png")
+
+    def half_saved(image, handle, *args, **kwargs):
+        handle.write(b"\x89PNG partial")
+        raise failure
+    monkeypatch.setattr(Image.Image, "save", half_saved)
+    result_status, stdout, err = run(capsys, "--decompress", book, "--output", out)
+    assert result_status == status and stdout == "" and len(err.splitlines()) == 1
+    assert out.read_bytes() == OLD_BYTES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.png", "c.npz"]
+
+
+def test_image_too_large_for_its_format(tmp_path, old_output, capsys):
+    # GIF stores sizes in 16 bits: a 70000x1 image cannot be written as GIF.
+    book = save_npz(tmp_path / "wide.npz", assignments=np.zeros(70_000, dtype=np.uint8),
+                    means=np.array([[1.0, 2.0, 3.0]]), img_shape=np.array([1, 70_000, 3]))
+    out = old_output("back.gif")
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), 1,
+                  out, "cannot write this 70000x1 RGB image as GIF", output=out)
