@@ -349,13 +349,26 @@ def read_codebook(path):
     except PermissionError:
         raise CodecError(f"{path}: permission denied") from None
     except zipfile.BadZipFile as exc:
-        raise CodecError(f"{path}: not a readable .npz codebook: the zip archive is "
-                         f"damaged or truncated ({exc})") from None
+        raise CodecError(f"{path}: {_not_a_zip(path, exc)}") from None
     except NotImplementedError as exc:  # zipfile: a zip feature it lacks
         raise CodecError(f"{path}: not a readable .npz codebook: the zip archive uses "
                          f"a feature that cannot be read ({exc})") from None
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise CodecError(f"{path}: not a readable .npz codebook ({exc})") from None
+
+
+def _not_a_zip(path, exc):
+    """Why zipfile refused ``path``: damage, or a file of another kind."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(6)
+    except OSError:
+        start = b""
+    if start.startswith(b"PK"):
+        return f"the codebook's zip archive is damaged or truncated ({exc})"
+    if start == b"\x93NUMPY":
+        return "a single .npy array, not an .npz codebook of three arrays"
+    return "not an .npz codebook (not a zip archive)"
 
 
 def _read_codebook_arrays(path, archive):
@@ -367,8 +380,9 @@ def _read_codebook_arrays(path, archive):
     if missing:
         found = sorted(name[:-4] if name.endswith(".npy") else name
                        for name in archive.namelist())
+        listed = ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")
         raise CodecError(f"{path}: codebook has no {', '.join(missing)} "
-                         f"(found: {', '.join(found) or 'nothing'})")
+                         f"(found: {listed or 'nothing'})")
     headers = {key: _npy_header(path, archive, info) for key, info in members.items()}
     shape_header = headers["img_shape"]
     if shape_header.dtype.kind not in "ui" or shape_header.shape not in ((2,), (3,)):
@@ -399,13 +413,10 @@ def _member(path, archive, key):
 
 
 class _Header(NamedTuple):
-    """What an ``.npy`` header declares, and the member size that it implies."""
+    """What an ``.npy`` header declares."""
 
-    key: str
     dtype: np.dtype
     shape: tuple
-    header_size: int
-    file_size: int
 
 
 def _npy_header(path, archive, info):
@@ -435,10 +446,10 @@ def _npy_header(path, archive, info):
         raise CodecError(f"{path}: {key} declares the impossible shape {shape}")
     data_size = math.prod(shape) * dtype.itemsize
     if info.file_size != header_size + data_size:
-        raise CodecError(f"{path}: {key} declares {info.file_size:,} bytes but its shape "
-                         f"{shape} of {dtype} needs {header_size + data_size:,}; the "
-                         "codebook is damaged")
-    return _Header(key, dtype, shape, header_size, info.file_size)
+        raise CodecError(f"{path}: {key} unzips to {info.file_size:,} bytes but its "
+                         f"header's shape {shape} of {dtype} needs "
+                         f"{header_size + data_size:,}; the codebook is damaged")
+    return _Header(dtype, shape)
 
 
 def _npy_array(archive, info):

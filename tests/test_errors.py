@@ -331,10 +331,14 @@ def decompress_fails(capsys, book, old_output, *words):
                   output=out)
 
 
-def test_codebook_that_is_not_a_zip(tmp_path, old_output, capsys):
+def test_codebook_that_is_a_single_npy_array(tmp_path, old_output, capsys):
     book = tmp_path / "c.npz"
-    np.save(open(book, "wb"), np.arange(5))  # a bare .npy, not an archive
-    decompress_fails(capsys, book, old_output, "not a readable .npz codebook")
+    np.save(open(book, "wb"), np.arange(5))
+    decompress_fails(capsys, book, old_output, "a single .npy array, not an .npz codebook")
+
+
+def test_codebook_that_is_not_a_zip(photo, old_output, capsys):
+    decompress_fails(capsys, photo, old_output, "not an .npz codebook (not a zip archive)")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
@@ -342,7 +346,7 @@ def test_truncated_codebook(keep, tmp_path, old_output, capsys):
     whole = save_npz(tmp_path / "whole.npz", **good_arrays()).read_bytes()
     book = tmp_path / "cut.npz"
     book.write_bytes(whole[: int(len(whole) * keep)])
-    decompress_fails(capsys, book, old_output, "not a readable .npz codebook")
+    decompress_fails(capsys, book, old_output, "zip archive is damaged or truncated")
 
 
 @pytest.mark.parametrize("key", ["assignments", "means", "img_shape"])
@@ -474,7 +478,7 @@ FOUR_BILLION = 4_000_000_000
 @pytest.mark.parametrize("members, declared, img_shape, words", [
     # The header says 12 labels, but the member inflates to 20 MB of zeros (a zip bomb).
     ({"assignments.npy": npy_header_only((12,)) + bytes(20_000_000)}, None, (3, 4, 3),
-     ["assignments declares 20,000,128 bytes", "needs 140", "damaged"]),
+     ["assignments unzips to 20,000,128 bytes", "needs 140", "damaged"]),
     # Four billion labels declared, consistently in the header and the zip directory.
     ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, FOUR_BILLION + 128, (3, 4, 3),
      ["img_shape (3, 4, 3) is 12 pixels but there are 4,000,000,000 assignments"]),
@@ -482,7 +486,7 @@ FOUR_BILLION = 4_000_000_000
      (40_000, 100_000, 3), ["4,000,000,000 pixels", "limit of 89,478,485"]),
     # Four billion labels in the header, 128 bytes in the directory: a lie.
     ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, None, (3, 4, 3),
-     ["assignments declares 128 bytes", "needs 4,000,000,128"]),
+     ["assignments unzips to 128 bytes", "needs 4,000,000,128"]),
     # Unused means are allowed, but not more than 65536 or one per pixel.
     ({"means.npy": npy_bytes(np.zeros((100_000, 3)))}, None, (3, 4, 3),
      ["100,000 means for 12 pixels"]),
@@ -507,7 +511,7 @@ def test_member_shorter_than_its_header_says(tmp_path, old_output, capsys):
         "assignments.npy": npy_bytes(arrays["assignments"])[:-3],
         "means.npy": npy_bytes(arrays["means"]),
         "img_shape.npy": npy_bytes(arrays["img_shape"])})
-    decompress_fails(capsys, book, old_output, "assignments declares", "needs")
+    decompress_fails(capsys, book, old_output, "assignments unzips to", "needs")
 
 
 def test_member_that_is_not_an_npy_array(tmp_path, old_output, capsys):
@@ -584,3 +588,15 @@ def test_image_too_large_for_its_format(tmp_path, old_output, capsys):
     out = old_output("back.gif")
     assert_failed(*run(capsys, "--decompress", book, "--output", out), 1,
                   out, "cannot write this 70000x1 RGB image as GIF", output=out)
+
+
+@pytest.mark.parametrize("mode, source, out_name", [
+    ("--compress", "notes.png", "c.npz"),
+    ("--decompress", "notes.npz", "back.png"),
+])
+def test_failed_run_creates_no_file(mode, source, out_name, tmp_path, capsys):
+    (tmp_path / source).write_text("not what it claims\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_failed(*run(capsys, mode, tmp_path / source, "--output", tmp_path / out_name), 1,
+                  source)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
