@@ -100,9 +100,10 @@ def build_parser():
                "  python3 hw2.py --decompress c.npz --output photo.jpg\n\n"
                "Flags pasted from a PDF with an en or em dash in place of '--' are accepted.\n\n"
                "exit status:\n"
-               "  0  success\n"
-               "  1  a file cannot be read or written (missing, not an image, damaged codebook)\n"
-               "  2  a bad command line",
+               "  0    success\n"
+               "  1    a file cannot be read or written (missing, not an image, damaged codebook)\n"
+               "  2    a bad command line\n"
+               "  130  interrupted (Ctrl-C); nothing is written",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compress", metavar="IMAGE",
                         help="image to compress (JPEG, PNG, GIF, TIFF, ... any Pillow reads)")

@@ -316,8 +316,8 @@ def test_help_explains_models_examples_and_exit_statuses(capsys):
     assert ("python3 hw2.py --compress photo.jpg --model kmeans --clusters 20 "
             "--output c.npz") in text
     assert "python3 hw2.py --decompress c.npz --output photo.jpg" in text
-    for status in ("0  success", "1  a file", "2  a bad command line"):
-        assert status in text
+    for status in ("0 +success", "1 +a file", "2 +a bad command line", "130 +interrupted"):
+        assert re.search(rf"^  {status}", text, re.MULTILINE)
     for flag in ("--compress", "--decompress", "--clusters", "--model", "--output",
                  "--seed", "--verbose", "--quiet"):
         assert flag in text
