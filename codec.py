@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 import tempfile
 import warnings
@@ -67,6 +68,7 @@ def read_image(path):
     ndarray of shape (H, W) or (H, W, C), uint8
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
+    _refuse_special_file(path, "an image")
     try:
         with warnings.catch_warnings():
             # Pillow warns about odd metadata it then ignores; the pixels still read.
@@ -91,6 +93,16 @@ def read_image(path):
         # a TIFF whose tags hold bytes where numbers belong).
         raise CodecError(f"{path}: cannot decode the image, the file is damaged or "
                          f"truncated ({exc})") from None
+
+
+def _refuse_special_file(path, what):
+    """Refuse a device or a pipe (reading /dev/zero or a FIFO could never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening the file reports what is wrong
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise CodecError(f"{path}: not a regular file, so not {what}")
 
 
 def _too_many_pixels(exc):
@@ -339,6 +351,7 @@ def read_codebook(path):
     img_shape : tuple of int
         ``(H, W)`` or ``(H, W, C)`` with C from 1 to 4.
     """
+    _refuse_special_file(path, "a codebook")
     try:
         with zipfile.ZipFile(path) as archive:
             return _read_codebook_arrays(path, archive)

@@ -142,6 +142,15 @@ def test_input_is_a_directory(tmp_path, old_output, capsys):
                   folder, "is a directory", output=out)
 
 
+@pytest.mark.parametrize("mode, what", [("--compress", "an image"),
+                                        ("--decompress", "a codebook")])
+def test_input_that_is_a_pipe_is_refused_without_blocking(mode, what, tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it for reading would wait forever for a writer
+    assert_failed(*run(capsys, mode, fifo, "--output", tmp_path / "out.png"), 1,
+                  fifo, f"not a regular file, so not {what}")
+
+
 @pytest.fixture
 def forbid_reading(monkeypatch):
     """Make opening one path fail with EACCES, as chmod 000 does for a non-root user.
