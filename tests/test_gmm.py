@@ -1,0 +1,302 @@
+"""The Gaussian mixture: its log density, EM's guarantees, recovery, weights, seeds,
+and degenerate images through the command line.
+
+Expected values are computed here from textbook formulas (``np.linalg.inv`` and
+``slogdet`` are fine in a test), from the data's own construction, or from the
+input image and the written codebook.
+"""
+import contextlib
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gmm
+import hw2
+
+ROCKET = "samples/rocket.jpg"
+RESULT_LINE = re.compile(r"Reconstruction error is (\S+)\n")
+
+
+def random_covariance(rng, n_features, scale=1.0):
+    """A random symmetric positive definite matrix, condition number at most ~50."""
+    A = rng.normal(size=(n_features, n_features))
+    return scale * (A @ A.T / n_features + 0.1 * np.eye(n_features))
+
+
+def direct_log_density(X, mean, covariance):
+    """log N(x | mean, covariance) straight from the textbook formula."""
+    d = len(mean)
+    diff = X - mean
+    maha = np.einsum("ij,jk,ik->i", diff, np.linalg.inv(covariance), diff)
+    _, log_det = np.linalg.slogdet(covariance)
+    return -0.5 * (d * np.log(2 * np.pi) + log_det + maha)
+
+
+def precision_cholesky_of(covariances):
+    """Upper-triangular P with P P^T = inv(S), from the inverse of S's Cholesky factor."""
+    return np.stack([np.linalg.inv(np.linalg.cholesky(S)).T for S in covariances])
+
+
+def log_sum_exp(a, axis):
+    peak = a.max(axis=axis, keepdims=True)
+    return (peak + np.log(np.exp(a - peak).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def separated_mixture(rng, n_samples=3000):
+    """Three well separated 3-D Gaussians with known weights, means and covariances."""
+    weights = np.array([0.5, 0.3, 0.2])
+    means = np.array([[0.0, 0.0, 0.0], [30.0, 0.0, 10.0], [0.0, 40.0, -20.0]])
+    covariances = np.stack([random_covariance(rng, 3, scale) for scale in (4.0, 2.0, 9.0)])
+    counts = (weights * n_samples).astype(int)
+    X = np.concatenate([rng.multivariate_normal(m, S, size=c)
+                        for m, S, c in zip(means, covariances, counts)])
+    return X, weights, means, covariances
+
+
+# ---------------------------------------------------------------- the density
+
+@pytest.mark.parametrize("n_features", [1, 2, 3, 4])
+def test_log_density_matches_the_direct_formula(n_features):
+    rng = np.random.default_rng(n_features)
+    means = rng.normal(scale=5.0, size=(4, n_features))
+    covariances = np.stack([random_covariance(rng, n_features) for _ in range(4)])
+    X = rng.normal(scale=6.0, size=(300, n_features))
+    got = gmm.log_density(X, means, precision_cholesky_of(covariances))
+    expected = np.column_stack([direct_log_density(X, m, S)
+                                for m, S in zip(means, covariances)])
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_log_density_is_accurate_for_tight_components_on_pixel_values():
+    # Components at the floor reg_covar, far from the data's centre, on 0..255 values:
+    # the worst case for the expanded quadratic form.
+    rng = np.random.default_rng(11)
+    X = rng.integers(0, 256, size=(500, 3)).astype(np.float64)
+    means = np.array([[0.0, 0.0, 0.0], [255.0, 255.0, 255.0], X[0]])
+    covariances = np.stack([gmm.REG_COVAR * np.eye(3)] * 2 + [random_covariance(rng, 3, 50.0)])
+    got = gmm.log_density(X, means, precision_cholesky_of(covariances))
+    expected = np.column_stack([direct_log_density(X, m, S)
+                                for m, S in zip(means, covariances)])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-8)
+
+
+def test_responsibilities_are_the_normalised_weighted_densities():
+    rng = np.random.default_rng(2)
+    X, *_ = separated_mixture(rng, 600)
+    fit = gmm.fit_gmm(X, 3, reg_covar=1e-6, rng=np.random.default_rng(0))
+    # A sample far from everything, whose densities all underflow in exp().
+    X = np.vstack([X, [[1e4, -1e4, 1e4]]])
+    resp, sample_ll = gmm.responsibilities(X, fit)
+    log_prob = np.log(fit.weights) + np.column_stack(
+        [direct_log_density(X, m, S) for m, S in zip(fit.means, fit.covariances)])
+    assert np.all(np.isfinite(resp)) and np.all(resp >= 0)
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(sample_ll, log_sum_exp(log_prob, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(resp, np.exp(log_prob - sample_ll[:, None]), atol=1e-9)
+    # The label is the most responsible component.
+    np.testing.assert_array_equal(gmm.predict(X, fit), resp.argmax(axis=1))
+
+
+# ---------------------------------------------------------------- EM
+
+def test_log_likelihood_never_decreases():
+    # Overlapping clusters keep EM busy for every one of the 60 iterations.
+    rng = np.random.default_rng(3)
+    X = rng.gamma(2.0, 20.0, size=(2000, 3))
+    weights = rng.integers(1, 6, size=len(X))
+    fit = gmm.fit_gmm(X, 6, sample_weight=weights, tol=0.0, max_iter=60,
+                      rng=np.random.default_rng(0))
+    history = fit.log_likelihood
+    assert len(history) == fit.n_iter + 1 == 61 and not fit.converged
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history[:-1]))
+    assert history[-1] > history[0] + 0.01
+    # The last entry is the likelihood of the returned parameters.
+    assert gmm.score(X, fit, weights) == pytest.approx(history[-1], rel=1e-12)
+
+
+def test_callback_sees_every_entry_of_the_history():
+    rng = np.random.default_rng(4)
+    X, *_ = separated_mixture(rng, 300)
+    seen = []
+    fit = gmm.fit_gmm(X, 3, reg_covar=1e-6, callback=lambda i, ll: seen.append((i, ll)))
+    assert seen == list(enumerate(fit.log_likelihood))
+
+
+def test_stops_when_the_change_falls_below_tol():
+    rng = np.random.default_rng(5)
+    X = rng.gamma(2.0, 20.0, size=(1000, 3))
+    fit = gmm.fit_gmm(X, 4, tol=1e-3, max_iter=500)
+    steps = np.diff(fit.log_likelihood)
+    assert fit.converged and fit.n_iter < 500
+    assert abs(steps[-1]) < 1e-3 and np.all(np.abs(steps[:-1]) >= 1e-3)
+
+
+def test_recovers_a_well_separated_mixture():
+    rng = np.random.default_rng(6)
+    X, weights, means, covariances = separated_mixture(rng, 3000)
+    fit = gmm.fit_gmm(X, 3, reg_covar=1e-6, tol=1e-6, rng=np.random.default_rng(1))
+    assert fit.converged
+    order = [int(np.argmin(np.linalg.norm(fit.means - m, axis=1))) for m in means]
+    assert sorted(order) == [0, 1, 2]
+    # Tolerances from the sampling error of 600..1500 points per component: a mean
+    # is off by about sigma / sqrt(n) (< 0.13 here), a weight by sqrt(p (1 - p) / N)
+    # (< 0.01), a covariance by about sqrt(2 / n) of its size (< 6%); the bounds
+    # below are three or more of those.
+    np.testing.assert_allclose(fit.means[order], means, atol=0.4)
+    np.testing.assert_allclose(fit.weights[order], weights, atol=0.03)
+    for j, S in zip(order, covariances):
+        assert np.linalg.norm(fit.covariances[j] - S) < 0.2 * np.linalg.norm(S)
+
+
+def test_weights_act_like_repeated_points():
+    rng = np.random.default_rng(7)
+    X = rng.integers(0, 256, size=(400, 3)).astype(np.float64)
+    weights = rng.integers(0, 5, size=len(X))  # weight 0: the point is absent
+    start = X[np.flatnonzero(weights)[:5]]
+    repeated = np.repeat(X, weights, axis=0)
+    a = gmm.fit_gmm(X, 5, sample_weight=weights, init_means=start, tol=0.0, max_iter=25)
+    b = gmm.fit_gmm(repeated, 5, init_means=start, tol=0.0, max_iter=25)
+    for name in ("weights", "means", "covariances", "precisions_cholesky", "log_likelihood"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-9,
+                                   err_msg=name)
+    np.testing.assert_array_equal(np.repeat(gmm.predict(X, a), weights),
+                                  gmm.predict(repeated, b))
+
+
+def test_same_seed_gives_identical_arrays():
+    rng = np.random.default_rng(8)
+    X = rng.gamma(2.0, 20.0, size=(800, 3))
+    weights = rng.integers(1, 4, size=len(X))
+    runs = [gmm.fit_gmm(X, 5, sample_weight=weights, rng=np.random.default_rng(seed))
+            for seed in (3, 3, 4)]
+    for name in ("weights", "means", "covariances", "precisions_cholesky", "log_likelihood"):
+        np.testing.assert_array_equal(getattr(runs[0], name), getattr(runs[1], name))
+    assert not np.array_equal(runs[0].means, runs[2].means)
+
+
+# ---------------------------------------------------------------- degenerate data
+
+def test_as_many_components_as_points_gives_each_point_its_own():
+    X = np.array([[0.0, 0.0, 0.0], [255.0, 0.0, 0.0], [10.0, 10.0, 10.0], [12.0, 10.0, 10.0]])
+    counts = np.array([5, 1, 100, 3])
+    fit = gmm.fit_gmm(X, 4, sample_weight=counts)
+    assert np.all(np.isfinite(fit.log_likelihood))
+    labels = gmm.predict(X, fit)
+    assert sorted(labels) == [0, 1, 2, 3]
+    # Each component collapses onto its point, with the floor as covariance.  The
+    # closest points are 2 levels apart, 7 standard deviations of the floor: they
+    # share a fraction ~exp(-24) of their weight, too little to see.
+    np.testing.assert_allclose(fit.means[labels], X, atol=1e-6)
+    np.testing.assert_allclose(fit.weights[labels], counts / counts.sum(), atol=1e-9)
+    np.testing.assert_allclose(fit.covariances, np.broadcast_to(gmm.REG_COVAR * np.eye(3),
+                                                                (4, 3, 3)), atol=1e-6)
+
+
+def test_a_dead_component_is_reseeded_on_the_worst_explained_sample():
+    rng = np.random.default_rng(9)
+    X = np.vstack([rng.normal(0.0, 1.0, (50, 2)), rng.normal(20.0, 1.0, (50, 2)),
+                   [[200.0, -50.0]]])
+    weights = np.ones(len(X))
+    labels = np.r_[np.zeros(50, int), np.ones(51, int)]  # component 2 gets nothing
+    centre = X.mean(axis=0)
+    XT = np.ascontiguousarray((X - centre).T)
+    stats = gmm._hard_statistics(XT, weights, labels, 3)
+    mix_weights, means_c, covariances, prec_chol = gmm._m_step(XT, weights, stats, 0.5)
+    for array in (mix_weights, means_c, covariances, prec_chol):
+        assert np.all(np.isfinite(array))
+    np.testing.assert_allclose(means_c[2] + centre, [200.0, -50.0])
+    np.testing.assert_allclose(covariances[2], 0.5 * np.eye(2))
+    assert mix_weights[2] == pytest.approx(1 / 101 / (1 + 1 / 101))
+    assert mix_weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_components": 0}, "n_components=0"),
+    ({"n_components": 7}, "n_components=7"),
+    ({"reg_covar": 0.0}, "reg_covar=0.0"),
+    ({"tol": -1.0}, "tol=-1.0"),
+    ({"max_iter": 0}, "max_iter=0"),
+    ({"init_means": np.zeros((2, 2))}, r"init_means has shape \(2, 2\)"),
+])
+def test_bad_arguments_are_refused_with_the_value(kwargs, match):
+    X = np.arange(18.0).reshape(6, 3)
+    kwargs = {"n_components": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        gmm.fit_gmm(X, **kwargs)
+
+
+# ---------------------------------------------------------------- through the CLI
+
+def compress(pixels, tmp_path, clusters=20):
+    """Write ``pixels`` as a PNG, compress it with the mixture; (printed error, codebook)."""
+    image_path, book_path = tmp_path / "in.png", tmp_path / "book.npz"
+    Image.fromarray(pixels).save(image_path)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = hw2.main(["--compress", str(image_path), "--model", "mixture",
+                           "--clusters", str(clusters), "--output", str(book_path)])
+    assert status == 0, err.getvalue()
+    match = RESULT_LINE.fullmatch(out.getvalue())
+    assert match, out.getvalue()
+    with np.load(book_path, allow_pickle=False) as archive:
+        book = {key: archive[key] for key in archive.files}
+    return float(match.group(1)), book
+
+
+def check_codebook(pixels, printed, book, clusters):
+    """Finite means, at most ``clusters`` of them, and the printed error recomputed."""
+    means = book["means"]
+    assert np.all(np.isfinite(means)) and len(means) <= clusters
+    rebuilt = means[book["assignments"]].reshape(book["img_shape"])
+    assert rebuilt.shape == pixels.shape
+    diff = (pixels.astype(np.float64) - rebuilt).reshape(-1, means.shape[1])
+    assert printed == pytest.approx(np.sqrt((diff ** 2).sum(axis=1)).mean(), rel=1e-9, abs=1e-12)
+    return rebuilt
+
+
+def few_colour_image(colours, shape=(12, 10)):
+    rng = np.random.default_rng(10)
+    pick = rng.integers(0, len(colours), size=shape)
+    pick.flat[:len(colours)] = np.arange(len(colours))  # every colour present
+    return np.asarray(colours, dtype=np.uint8)[pick]
+
+
+@pytest.mark.parametrize("pixels, clusters", [
+    (np.full((9, 7, 3), (10, 200, 30), dtype=np.uint8), 20),           # one colour
+    (few_colour_image([(0, 0, 0), (255, 255, 255)]), 20),              # two colours, k = 20
+    (few_colour_image([(5, 6, 7), (5, 6, 8), (200, 1, 1)]), 3),        # k = distinct colours
+    (np.array([[[17, 34, 51]]], dtype=np.uint8), 20),                   # a single pixel
+], ids=["one-colour", "two-colours", "k-equals-colours", "single-pixel"])
+def test_few_colours_are_lossless(pixels, clusters, tmp_path):
+    printed, book = compress(pixels, tmp_path, clusters)
+    rebuilt = check_codebook(pixels, printed, book, clusters)
+    assert printed == 0.0
+    np.testing.assert_array_equal(rebuilt, pixels)
+
+
+def test_a_constant_channel_stays_exact(tmp_path):
+    rng = np.random.default_rng(12)
+    pixels = rng.integers(0, 256, size=(40, 40, 3)).astype(np.uint8)
+    pixels[:, :, 2] = 7
+    printed, book = compress(pixels, tmp_path, 8)
+    check_codebook(pixels, printed, book, 8)
+    np.testing.assert_allclose(book["means"][:, 2], 7.0, atol=1e-9)
+
+
+def test_a_large_flat_background_keeps_its_colour(tmp_path):
+    with Image.open(ROCKET) as photo:
+        patch = np.asarray(photo.convert("RGB"))[100:160, 200:260]
+    background = np.array([250, 248, 240], dtype=np.uint8)
+    pixels = np.empty((190, 190, 3), dtype=np.uint8)
+    pixels[:] = background  # 90% of the pixels
+    pixels[65:125, 65:125] = patch
+    printed, book = compress(pixels, tmp_path, 20)
+    rebuilt = check_codebook(pixels, printed, book, 20)
+    flat = np.ones(pixels.shape[:2], dtype=bool)
+    flat[65:125, 65:125] = False
+    # The colour of 90% of the pixels has a component of its own, centred on it.
+    assert np.abs(rebuilt[flat] - background).max() < 0.5
+    assert printed > 0.0
