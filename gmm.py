@@ -46,12 +46,15 @@ import kmeans
 # background, a logo) a finite, well-conditioned Gaussian.
 REG_COVAR = 1.0 / 12.0
 
-# Multiply-adds per block in the products of the E- and M-steps.  OpenBLAS runs
-# a product of at most 2**18 of them on one thread; larger ones are split over
-# threads whose start-up and synchronisation cost more than they save on these
-# thin products, and stall badly when the cores are busy.  Blocks this size
-# (about 1300 rows at 20 components) also stay in cache.
+# Blocks of rows for the E- and M-steps: at most this many multiply-adds per
+# matrix product and this many rows.  OpenBLAS runs a matrix product of at most
+# 2**18 multiply-adds, and a dot product of at most 10000 elements, on one
+# thread; larger ones are split over threads whose start-up and synchronisation
+# cost more than they save on these thin products, and stall badly when the
+# cores are busy.  Blocks this size (about 1300 rows at 20 components) also
+# stay in cache.
 _BLOCK_MULADDS = 1 << 18
+_BLOCK_ROWS = 8192
 
 # Below this, a column sum of exp(log_prob - ceiling) is too small to trust (its
 # terms may be subnormal): that sample is renormalised by its own maximum.
@@ -271,7 +274,7 @@ def _prepare(X, mix_weights, means, prec_chol):
 
 def _fit(X, weights, labels, n_components, reg_covar, tol, max_iter, callback):
     """EM on checked input from the clusters ``labels``; returns a GMMResult."""
-    centre = weights @ X / weights.sum()
+    centre = np.average(X, axis=0, weights=weights)
     XT = _centred_transpose(X, centre)
     stats = _hard_statistics(XT, weights, labels, n_components)
     params = _m_step(XT, weights, stats, reg_covar)
@@ -555,5 +558,6 @@ def _argmax_rows(values):
 
 def _blocks(n_samples, n_components, n_features):
     """``(start, stop)`` row ranges small enough for one thread and the cache."""
-    step = max(16, _BLOCK_MULADDS // (n_components * _n_monomials(n_features)))
+    step = min(_BLOCK_ROWS,
+               max(16, _BLOCK_MULADDS // (n_components * _n_monomials(n_features))))
     return [(start, min(start + step, n_samples)) for start in range(0, n_samples, step)]
