@@ -221,7 +221,7 @@ def distinct_colours(pixels):
     Each pixel is packed into one integer key: channel by channel, each value
     is replaced by its rank among that channel's distinct values, so the key
     space is the product of those counts.  When that space is small enough
-    the keys are counted with ``np.bincount`` and a lookup table maps each
+    the keys present are marked in a table and a lookup table maps each
     pixel back to its colour (linear time); otherwise the keys are sorted.
 
     Parameters
@@ -249,13 +249,16 @@ def distinct_colours(pixels):
         keys += rank[pixels[:, c]]
         levels.append(present.astype(np.uint8))
         space *= len(present)
-    if space <= _BINCOUNT_LIMIT:
-        counts = np.bincount(keys, minlength=space)
-        used = np.flatnonzero(counts)
-        counts = counts[used]
+    if space <= min(_BINCOUNT_LIMIT, 2 * n_pixels + _BINCOUNT_FLOOR):
+        present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
+        present[keys] = True
+        used = np.flatnonzero(present)
+        del present
         lookup = np.zeros(space, dtype=np.int32)
         lookup[used] = np.arange(len(used), dtype=np.int32)
         inverse = lookup[keys]
+        del lookup
+        counts = np.bincount(inverse, minlength=len(used))
     else:
         used, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     return _unpack(used, levels), counts, inverse.reshape(-1)
@@ -264,6 +267,9 @@ def distinct_colours(pixels):
 # Largest key space counted directly: a 2**25 int64 histogram is 256 MiB at worst,
 # but a photo's channels rarely use every level, so the space is usually smaller.
 _BINCOUNT_LIMIT = 1 << 24
+# ... and only when it is not much larger than the image: sorting a small image's
+# keys is faster than sweeping a histogram of 16 million bins.
+_BINCOUNT_FLOOR = 1 << 16
 
 
 def _unpack(keys, levels):

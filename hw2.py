@@ -234,9 +234,14 @@ def fit_colours(colours, counts, args, report):
         fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress)
         labels = gmm.predict(X, fit)
     else:
+        n_init = kmeans.auto_n_init(len(X), args.clusters)
+        # The objective for a progress line costs a pass over the colours each
+        # iteration: only pay for it when the line is shown.
+        shown = report.verbose or report.live
         fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init,
-                            n_init=kmeans.auto_n_init(len(X), args.clusters), rng=rng,
-                            callback=progress)
+                            n_init=n_init, rng=rng, callback=progress if shown else None)
+        if not shown:
+            report.n_starts = n_init
         labels = fit.labels
     report.clear()
     return fit.means if args.model == "mixture" else fit.centers, labels, fit

@@ -12,14 +12,43 @@ Two measures are kept apart throughout:
   each sample to its nearest centre, which Lloyd's algorithm minimises;
 * the *reconstruction error* of the image, a mean of plain Euclidean
   distances, which lives in ``codec.py``.
+
+Speed comes from three things that leave the result of Lloyd's algorithm as
+it is:
+
+* Hamerly's bounds: each sample keeps an upper bound on the distance to its
+  centre and a lower bound on the distance to any other; when the centres
+  move little, most samples are proven to keep their label without any
+  distance being computed;
+* centre sums updated only for the samples that changed cluster;
+* on large data, the seedings are tried on a coarse weighted summary of it
+  (the weighted means of the occupied cells of a grid), and only the best
+  few run on the data itself, so ten starts cost about as much as three.
 """
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
 # Rows handled at once by the distance kernel: it never holds more than
 # _CHUNK_ELEMENTS distances in memory, however many samples there are.
-_CHUNK_ELEMENTS = 1 << 18
+_CHUNK_ELEMENTS = 1 << 16
+
+# Seedings tried on a summary when there are more samples than this.
+_SUMMARY_MIN_SAMPLES = 20_000
+# Cells of the summary grid along each feature (at most 2**18 cells in all).
+_SUMMARY_LEVELS = 32
+_SUMMARY_MAX_CELLS = 1 << 18
+_SUMMARY_SHRINK = 4
+
+# Starts (best first on the summary) that go on to run on the data itself.
+_REFINE_TOP = 3
+
+# Without a summary: Lloyd iterations each seeding gets before only the best goes on.
+_SCREEN_ITER = 5
+
+# Relative safety margin on Hamerly's bounds, far above float64 rounding:
+# a bound may only err on the side of checking a sample once more.
+_BOUND_SLACK = 1e-9
 
 
 class KMeansResult(NamedTuple):
@@ -64,7 +93,12 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
         distinct samples drawn in proportion to their weight.  An array: these
         initial centres (then one run, whatever ``n_init``).
     n_init : int
-        Number of seedings; the run with the lowest inertia is returned.
+        Number of seedings.  On up to 20,000 samples each gets a few Lloyd
+        iterations and the one with the lowest objective runs on to
+        convergence.  On more, each runs to convergence on a weighted summary
+        of the data (the means of the occupied cells of a 32-level grid), and
+        the best three of those run to convergence on the data itself; the
+        lowest objective wins.
     max_iter : int
         Most Lloyd iterations per seeding.
     tol : float
@@ -74,7 +108,8 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
     rng : numpy.random.Generator, optional
         Source of randomness (default: ``np.random.default_rng(0)``).
     callback : callable, optional
-        Called as ``callback(iteration, inertia)`` after each assignment step.
+        Called as ``callback(iteration, inertia)`` after each assignment step
+        on ``X`` itself (not on the summary).
 
     Returns
     -------
@@ -83,29 +118,72 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
     """
     X, weights = check_data(X, sample_weight)
     _check_n_clusters(X, weights, n_clusters)
-    if isinstance(init, str) and init not in INITS:
-        raise ValueError(f"init={init!r} is not one of {sorted(INITS)}.")
-    if not isinstance(init, str):
-        init = np.array(init, dtype=np.float64)
-        if init.shape != (n_clusters, X.shape[1]):
-            raise ValueError(f"init has shape {init.shape}, expected ({n_clusters}, {X.shape[1]}).")
-        n_init = 1
+    start = _check_init(init, n_clusters, X.shape[1])
     if n_init < 1 or max_iter < 1:
         raise ValueError(f"n_init={n_init} and max_iter={max_iter} should be >= 1.")
     rng = np.random.default_rng(0) if rng is None else rng
     tol_abs = tol * float(np.mean(weighted_variance(X, weights)))
-    x_sq = np.einsum("ij,ij->i", X, X)
+    x_sq = _row_norms(X)
+    if start is not None:
+        return _lloyd(X, weights, start, max_iter, tol_abs, x_sq, callback)
+    summary = _grid_summary(X, weights) if len(X) > _SUMMARY_MIN_SAMPLES else None
+    if summary is None or len(summary[0]) < n_clusters:
+        return _best_start(X, weights, n_clusters, init, n_init, max_iter, tol_abs, rng,
+                           x_sq, callback)
+    S, s_weights = summary
+    s_sq = _row_norms(S)
+    seeded = sorted((_lloyd(S, s_weights, INITS[init](S, n_clusters, s_weights, rng, s_sq),
+                            max_iter, tol_abs, s_sq) for _ in range(n_init)),
+                    key=lambda run: run.inertia)
+    # The summary's ranking of the starts is only roughly that of the data's.
     best = None
-    for _ in range(n_init):
-        centers = init if not isinstance(init, str) else INITS[init](X, n_clusters, weights, rng, x_sq)
-        result = _lloyd(X, weights, centers, max_iter, tol_abs, x_sq, callback)
+    for run in seeded[:_REFINE_TOP]:
+        result = _lloyd(X, weights, run.centers, max_iter, tol_abs, x_sq, callback)
         if best is None or result.inertia < best.inertia:
             best = result
     return best
 
 
+def _check_init(init, n_clusters, n_features):
+    """None for a named seeding, or the explicit initial centres as float64."""
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {sorted(INITS)}.")
+        return None
+    start = np.array(init, dtype=np.float64)
+    if start.shape != (n_clusters, n_features):
+        raise ValueError(f"init has shape {start.shape}, expected ({n_clusters}, {n_features}).")
+    if not np.isfinite(start).all():
+        raise ValueError("init contains NaN or infinity.")
+    return start
+
+
+def _best_start(X, weights, n_clusters, init, n_init, max_iter, tol_abs, rng, x_sq,
+                callback=None):
+    """Seed ``n_init`` times, run each a few iterations, finish the best.
+
+    Returns
+    -------
+    KMeansResult
+    """
+    screen_iter = min(_SCREEN_ITER, max_iter) if n_init > 1 else max_iter
+    best = None
+    for _ in range(n_init):
+        centers = INITS[init](X, n_clusters, weights, rng, x_sq)
+        result = _lloyd(X, weights, centers, screen_iter, tol_abs, x_sq, callback)
+        if best is None or result.inertia < best.inertia:
+            best = result
+    if best.converged or best.n_iter >= max_iter:
+        return best
+    return _lloyd(X, weights, best.centers, max_iter - best.n_iter, tol_abs, x_sq, callback,
+                  first_iter=best.n_iter + 1)
+
+
 def auto_n_init(n_samples, n_clusters):
-    """How many seedings to try: several when the data is small enough to afford them.
+    """How many seedings to try: several when they are cheap enough.
+
+    Seedings on more than 20,000 samples are tried on a summary of at most a
+    few tens of thousands of points, so ``n_samples`` is capped there.
 
     Parameters
     ----------
@@ -116,10 +194,11 @@ def auto_n_init(n_samples, n_clusters):
     int
         Between 1 and 10, shrinking as ``n_samples * n_clusters`` grows.
     """
-    return int(np.clip(_N_INIT_BUDGET // max(1, n_samples * n_clusters), 1, 10))
+    n_seeded = min(n_samples, _SUMMARY_MIN_SAMPLES)
+    return int(np.clip(_N_INIT_BUDGET // max(1, n_seeded * n_clusters), 1, 10))
 
 
-# Sample-centre pairs worth of seedings to spend: about a second of Lloyd iterations.
+# Sample-centre pairs worth of seedings to spend.
 _N_INIT_BUDGET = 4_000_000
 
 
@@ -176,22 +255,54 @@ def assign(X, centers, x_sq=None):
         Squared distance to it, clipped at zero.
     """
     if x_sq is None:
-        x_sq = np.einsum("ij,ij->i", X, X)
-    c_sq = np.einsum("ij,ij->i", centers, centers)
-    n_samples = len(X)
+        x_sq = _row_norms(X)
+    labels, min_sq_dist, _ = _nearest_two(X, centers, x_sq, second=False)
+    return labels, min_sq_dist
+
+
+def _nearest_two(X, centers, x_sq, second=True):
+    """Nearest centre of each row, its squared distance and that of the runner-up.
+
+    Works over blocks of rows; ``||x||^2`` is added only to the two minima,
+    since it does not change which centre is nearest.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), intp
+    first : ndarray of shape (n_samples,)
+        Squared distance to the nearest centre, clipped at zero.
+    second : ndarray of shape (n_samples,) or None
+        Squared distance to the second nearest (``inf`` with one centre).
+    """
+    n_samples, n_clusters = len(X), len(centers)
+    minus_two_ct = -2.0 * centers.T
+    c_sq = _row_norms(centers)
     labels = np.empty(n_samples, dtype=np.intp)
-    min_sq_dist = np.empty(n_samples)
-    step = max(1, _CHUNK_ELEMENTS // max(1, len(centers)))
+    first = np.empty(n_samples)
+    runner_up = np.empty(n_samples) if second else None
+    step = max(1, _CHUNK_ELEMENTS // max(1, n_clusters))
     for start in range(0, n_samples, step):
         stop = min(start + step, n_samples)
-        dist = X[start:stop] @ centers.T
-        dist *= -2.0
+        dist = X[start:stop] @ minus_two_ct
         dist += c_sq
-        dist += x_sq[start:stop, None]
-        labels[start:stop] = np.argmin(dist, axis=1)
-        min_sq_dist[start:stop] = dist[np.arange(stop - start), labels[start:stop]]
-    np.maximum(min_sq_dist, 0.0, out=min_sq_dist)
-    return labels, min_sq_dist
+        nearest = np.argmin(dist, axis=1)
+        rows = np.arange(stop - start)
+        labels[start:stop] = nearest
+        first[start:stop] = dist[rows, nearest]
+        if second:
+            dist[rows, nearest] = np.inf
+            runner_up[start:stop] = dist.min(axis=1)
+    first += x_sq
+    np.maximum(first, 0.0, out=first)
+    if second:
+        runner_up += x_sq
+        np.maximum(runner_up, 0.0, out=runner_up)
+    return labels, first, runner_up
+
+
+def _row_norms(X):
+    """Squared Euclidean norm of each row, shape (n_samples,)."""
+    return np.einsum("ij,ij->i", X, X)
 
 
 def weighted_variance(X, weights):
@@ -246,16 +357,20 @@ def _check_n_clusters(X, weights, n_clusters):
                          f"samples with positive weight ({n_positive}).")
 
 
+# ---------------------------------------------------------------- seeding
+
 def _sq_dist_to(X, x_sq, point):
     """Squared distances from every row of ``X`` to one point, shape (n_samples,)."""
-    d2 = x_sq - 2.0 * (X @ point) + point @ point
+    d2 = X @ (-2.0 * point)
+    d2 += x_sq
+    d2 += point @ point
     return np.maximum(d2, 0.0, out=d2)
 
 
 def _kmeans_plusplus(X, n_clusters, weights, rng, n_local_trials=None, x_sq=None):
     """Greedy k-means++ on checked input; returns the chosen row indices."""
     if x_sq is None:
-        x_sq = np.einsum("ij,ij->i", X, X)
+        x_sq = _row_norms(X)
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     indices = np.empty(n_clusters, dtype=np.intp)
@@ -290,41 +405,231 @@ def _init_random(X, n_clusters, weights, rng, x_sq):
 INITS = {"k-means++": _init_plusplus, "random": _init_random}
 
 
-def _update_centers(X, weights, labels, centers, min_sq_dist):
-    """Weighted means of the clusters; empty clusters move to far samples.
+def _grid_summary(X, weights):
+    """The weighted means and total weights of the occupied cells of a grid over ``X``.
+
+    The grid has ``_SUMMARY_LEVELS`` cells along each feature over its range
+    (fewer when there would be more than ``_SUMMARY_MAX_CELLS`` in all).
 
     Returns
     -------
-    ndarray of shape (n_clusters, n_features)
+    (points, weights) : ndarrays of shapes (n_cells, n_features) and (n_cells,)
+        Or None when the grid would not make the data much smaller.
     """
-    n_clusters = len(centers)
-    mass = np.bincount(labels, weights=weights, minlength=n_clusters)
-    sums = np.stack([np.bincount(labels, weights=weights * X[:, j], minlength=n_clusters)
-                     for j in range(X.shape[1])], axis=1)
-    new_centers = centers.copy()
-    filled = mass > 0
-    new_centers[filled] = sums[filled] / mass[filled, None]
-    empty = np.flatnonzero(~filled)
-    if len(empty):
-        # Farthest samples first; only samples that carry weight can hold a cluster.
-        far = np.argsort(np.where(weights > 0, min_sq_dist, -1.0))[::-1][:len(empty)]
-        new_centers[empty] = X[far]
-    return new_centers
+    n_samples, n_features = X.shape
+    levels = min(_SUMMARY_LEVELS, int(_SUMMARY_MAX_CELLS ** (1.0 / n_features)))
+    if levels < 2:
+        return None
+    low, high = X.min(axis=0), X.max(axis=0)
+    scale = levels / np.where(high > low, high - low, 1.0)
+    keys = np.zeros(n_samples, dtype=np.intp)
+    for j in range(n_features):
+        cell = ((X[:, j] - low[j]) * scale[j]).astype(np.intp)
+        np.minimum(cell, levels - 1, out=cell)
+        keys *= levels
+        keys += cell
+    mass = np.bincount(keys, weights=weights, minlength=levels ** n_features)
+    occupied = np.flatnonzero(mass)
+    if len(occupied) * _SUMMARY_SHRINK > n_samples:
+        return None
+    sums = np.stack([np.bincount(keys, weights=weights * X[:, j], minlength=len(mass))[occupied]
+                     for j in range(n_features)], axis=1)
+    return sums / mass[occupied, None], mass[occupied]
 
 
-def _lloyd(X, weights, centers, max_iter, tol_abs, x_sq, callback=None):
-    """Lloyd iterations from ``centers`` on checked input; returns a KMeansResult."""
-    labels, min_sq_dist = assign(X, centers, x_sq)
-    converged, n_iter = False, 0
-    for n_iter in range(1, max_iter + 1):
+# ---------------------------------------------------------------- Lloyd
+
+def _lloyd(X, weights, centers, max_iter, tol_abs, x_sq, callback=None, first_iter=1):
+    """Lloyd iterations from ``centers`` on checked input, pruned by distance bounds.
+
+    Iterations are numbered from ``first_iter`` (to continue an earlier run).
+
+    Returns
+    -------
+    KMeansResult
+    """
+    bounds = _Bounds(X, x_sq, centers)
+    totals = _ClusterTotals(X, weights, bounds.labels, len(centers))
+    converged, n_iter = False, first_iter - 1
+    for n_iter in range(first_iter, first_iter + max_iter):
         if callback is not None:
-            callback(n_iter, float(weights @ min_sq_dist))
-        new_centers = _update_centers(X, weights, labels, centers, min_sq_dist)
-        shift = float(((new_centers - centers) ** 2).sum())
+            callback(n_iter, _inertia(X, weights, centers, bounds.labels))
+        new_centers, relocated = totals.centers(centers, bounds.labels)
+        shifts = np.sqrt(_row_norms(new_centers - centers))
         centers = new_centers
-        new_labels, min_sq_dist = assign(X, centers, x_sq)
-        if np.array_equal(new_labels, labels) or shift <= tol_abs:
-            labels, converged = new_labels, True
+        if relocated:
+            old = bounds.labels
+            bounds = _Bounds(X, x_sq, centers)
+            moved = np.flatnonzero(bounds.labels != old)
+            old_labels = old[moved]
+        else:
+            moved, old_labels = bounds.update(centers, shifts)
+        totals.move(moved, old_labels, bounds.labels[moved])
+        if len(moved) == 0 or float(shifts @ shifts) <= tol_abs:
+            converged = True
             break
-        labels = new_labels
-    return KMeansResult(centers, labels, float(weights @ min_sq_dist), n_iter, converged)
+    labels = bounds.labels
+    return KMeansResult(centers, labels, _inertia(X, weights, centers, labels), n_iter,
+                        converged)
+
+
+def _inertia(X, weights, centers, labels):
+    """Weighted sum of squared distances of the samples to their centres (exact)."""
+    total = 0.0
+    for start in range(0, len(X), _CHUNK_ELEMENTS):
+        stop = min(start + _CHUNK_ELEMENTS, len(X))
+        diff = X[start:stop] - centers[labels[start:stop]]
+        total += float(weights[start:stop] @ _row_norms(diff))
+    return total
+
+
+class _Bounds:
+    """Labels kept exact through Lloyd's iterations with few distances computed.
+
+    Hamerly's argument with one drift for all centres: after a sample was
+    last checked, with distance ``u`` to its centre and at least ``l`` to any
+    other, no other centre can become nearer until the centres have moved,
+    summed over iterations of the largest move, by ``(l - u) / 2``.  So each
+    sample keeps the *deadline* at which that sum (``drift``) runs out, and
+    only the samples past their deadline are looked at again: first against
+    their own centre and half the gap to its nearest neighbour, and only
+    then against every centre.
+
+    Attributes
+    ----------
+    labels : ndarray of shape (n_samples,)
+        Nearest centre of each sample.
+    """
+
+    def __init__(self, X, x_sq, centers):
+        self.X, self.x_sq = X, x_sq
+        self.x_sq_max = float(x_sq.max(initial=0.0))
+        self.drift = 0.0
+        self.labels, upper, lower = self._nearest(np.arange(len(X)), centers)
+        self.lower_at = lower
+        self.deadline = 0.5 * (lower - upper)
+
+    def _nearest(self, rows, centers):
+        """Labels, upper and lower bounds of ``rows`` from all the distances."""
+        X, x_sq = (self.X, self.x_sq) if len(rows) == len(self.X) else \
+            (self.X[rows], self.x_sq[rows])
+        labels, first, second = _nearest_two(X, centers, x_sq)
+        # ||x||^2 - 2 x.c + ||c||^2 loses about eps * (||x||^2 + ||c||^2) to cancellation.
+        margin = _BOUND_SLACK * (self.x_sq_max + float(_row_norms(centers).max()))
+        upper = np.sqrt(first + margin)
+        second -= margin
+        lower = np.sqrt(np.maximum(second, 0.0, out=second))
+        return labels, upper, lower
+
+    def update(self, centers, shifts):
+        """Relabel after the centres moved by ``shifts``; return who moved, and from where.
+
+        Returns
+        -------
+        moved : ndarray of int
+            Samples whose label changed.
+        old_labels : ndarray of int
+            Their labels before.
+        """
+        self.drift += float(shifts.max()) * (1.0 + _BOUND_SLACK)
+        unsure = np.flatnonzero(self.deadline <= self.drift)
+        empty = np.empty(0, dtype=np.intp)
+        if len(unsure) == 0:
+            return empty, empty
+        labels = self.labels[unsure]
+        diff = self.X[unsure] - centers[labels]
+        upper = np.sqrt(_row_norms(diff)) * (1.0 + _BOUND_SLACK)
+        lower = np.maximum(self.lower_at[unsure] - self.drift,
+                           2.0 * _half_gaps(centers)[labels] - upper)
+        self._store(unsure, upper, lower)
+        unsure = unsure[upper > lower]
+        if len(unsure) == 0:
+            return empty, empty
+        nearest, upper, lower = self._nearest(unsure, centers)
+        self._store(unsure, upper, lower)
+        changed = nearest != self.labels[unsure]
+        moved = unsure[changed]
+        old_labels = self.labels[moved]
+        self.labels[moved] = nearest[changed]
+        return moved, old_labels
+
+    def _store(self, rows, upper, lower):
+        self.lower_at[rows] = lower + self.drift
+        self.deadline[rows] = self.drift + 0.5 * (lower - upper)
+
+
+def _half_gaps(centers):
+    """Half the distance from each centre to the nearest other one, rounded down.
+
+    Returns
+    -------
+    ndarray of shape (n_clusters,)
+        ``inf`` when there is one centre.
+    """
+    if len(centers) == 1:
+        return np.full(1, np.inf)
+    c_sq = _row_norms(centers)
+    _, _, second = _nearest_two(centers, centers, c_sq)
+    second -= _BOUND_SLACK * 2.0 * float(c_sq.max())
+    return 0.5 * np.sqrt(np.maximum(second, 0.0))
+
+
+class _ClusterTotals:
+    """Weighted sums, masses and member counts of the clusters, kept up to date.
+
+    Only the samples that change cluster are added and subtracted, which is
+    exact for integer data and weights (photos) and accurate to rounding
+    otherwise.
+    """
+
+    def __init__(self, X, weights, labels, n_clusters):
+        self.X, self.weights, self.n_clusters = X, weights, n_clusters
+        self.positive = (weights > 0).astype(np.float64)
+        self.sums = self._sum(labels, X, weights)
+        self.mass = np.bincount(labels, weights=weights, minlength=n_clusters)
+        self.members = np.bincount(labels, weights=self.positive, minlength=n_clusters)
+
+    def _sum(self, labels, X, weights):
+        return np.stack([np.bincount(labels, weights=weights * X[:, j],
+                                     minlength=self.n_clusters)
+                         for j in range(X.shape[1])], axis=1)
+
+    def move(self, samples, old_labels, new_labels):
+        """Move ``samples`` from ``old_labels`` to ``new_labels``."""
+        if len(samples) == 0:
+            return
+        X, weights = self.X[samples], self.weights[samples]
+        positive = self.positive[samples]
+        self.sums += self._sum(new_labels, X, weights) - self._sum(old_labels, X, weights)
+        k = self.n_clusters
+        self.mass += (np.bincount(new_labels, weights=weights, minlength=k)
+                      - np.bincount(old_labels, weights=weights, minlength=k))
+        self.members += (np.bincount(new_labels, weights=positive, minlength=k)
+                         - np.bincount(old_labels, weights=positive, minlength=k))
+
+    def refresh(self, labels):
+        """Recompute every total from scratch."""
+        self.__init__(self.X, self.weights, labels, self.n_clusters)
+
+    def centers(self, centers, labels):
+        """The weighted means of the clusters; empty clusters move to far samples.
+
+        Returns
+        -------
+        new_centers : ndarray of shape (n_clusters, n_features)
+        relocated : bool
+            Whether some empty cluster was moved (the bounds are then void).
+        """
+        filled = self.members > 0
+        if (self.mass[filled] <= 0).any():  # lost to cancellation: start afresh
+            self.refresh(labels)
+        new_centers = centers.copy()
+        new_centers[filled] = self.sums[filled] / self.mass[filled, None]
+        empty = np.flatnonzero(~filled)
+        if len(empty) == 0:
+            return new_centers, False
+        # Farthest samples first; only samples that carry weight can hold a cluster.
+        sq_dist = _row_norms(self.X - centers[labels])
+        far = np.argsort(np.where(self.weights > 0, sq_dist, -1.0))[::-1][:len(empty)]
+        new_centers[empty] = self.X[far]
+        return new_centers, True
