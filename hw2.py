@@ -240,8 +240,7 @@ def fit_colours(colours, counts, args, report):
         shown = report.verbose or report.live
         fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init,
                             n_init=n_init, rng=rng, callback=progress if shown else None)
-        if not shown:
-            report.n_starts = n_init
+        report.n_starts = n_init  # the seedings tried, whether or not each ran in full
         labels = fit.labels
     report.clear()
     return fit.means if args.model == "mixture" else fit.centers, labels, fit
@@ -293,7 +292,7 @@ def _clusters_used(args, labels, n_means, fit, n_starts):
         clusters = f"{n_used} clusters"
     n_iter = getattr(fit, "n_iter", None)
     state = "converged" if fit.converged else "stopped at the iteration limit"
-    best = f"best of {n_starts} starts: " if n_starts > 1 else ""
+    best = f"best of {n_starts} seedings: " if n_starts > 1 else ""
     return f"{clusters}, {best}{n_iter} iterations, {state}"
 
 
@@ -342,8 +341,9 @@ class Reporter:
     Attributes
     ----------
     n_starts : int
-        Fits seen by the last progress callback: a fit that restarts at
-        iteration 1 (k-means tries several seedings) counts once more.
+        Starts of the last fit: counted by its progress callback (a fit
+        that goes back to an earlier iteration has started again), unless
+        the caller knows better and sets it.
     """
 
     # Seconds between two redraws of the live progress line.
