@@ -194,6 +194,20 @@ def test_compress_summary_names_output_sizes_clusters_and_convergence(noise_png,
     assert re.search(r"; \d+\.\d\d s$", summary)
 
 
+def test_summary_is_the_same_with_and_without_progress(tmp_path, capsys):
+    # The sample photo has over 20,000 distinct colours: k-means seeds on a
+    # summary of them and runs only the best seedings in full, so counting the
+    # restarts the progress callback sees would tell fewer seedings than tried.
+    summaries = []
+    for extra in ([], ["--verbose"]):
+        assert compress(ROOT / "samples" / "rocket.jpg", tmp_path / "c.npz",
+                        "--clusters", "4", *extra) == 0
+        summary = capsys.readouterr().err.splitlines()[-1]
+        summaries.append(re.sub(r"; [\d.]+ s$", "", summary))
+    assert summaries[0] == summaries[1]
+    assert "seedings" in summaries[0]
+
+
 def test_summary_says_why_fewer_clusters(three_colour_png, tmp_path, capsys):
     out = tmp_path / "few.npz"
     assert compress(three_colour_png, out, "--clusters", "20") == 0
