@@ -395,8 +395,8 @@ def _reseed(XT, weights, params, dead, reg_covar):
 def _precision_cholesky(covariances):
     """Upper-triangular ``P`` with ``P P^T = inv(covariance)``, for each component.
 
-    With ``covariance = L L^T`` (Cholesky), ``P = L^{-T}``: the triangular
-    system ``L Y = I`` is solved for ``Y = L^{-1}``; no covariance is inverted.
+    With ``covariance = L L^T`` (Cholesky), ``P = L^{-T}``: ``L^{-1}`` comes from
+    forward substitution (:func:`_inverse_lower`); no covariance is inverted.
 
     Parameters
     ----------
@@ -411,8 +411,32 @@ def _precision_cholesky(covariances):
     except np.linalg.LinAlgError:
         raise ValueError("a covariance matrix is not positive definite; "
                          "increase reg_covar.") from None
-    eye = np.broadcast_to(np.eye(covariances.shape[-1]), covariances.shape)
-    return np.swapaxes(np.linalg.solve(chol, eye), -1, -2)
+    return np.swapaxes(_inverse_lower(chol), -1, -2)
+
+
+def _inverse_lower(lower):
+    """Inverses of lower-triangular matrices by forward substitution.
+
+    Row ``i`` of ``L Y = I`` gives ``Y[i, j] = -sum_{j <= m < i} L[i, m] Y[m, j] / L[i, i]``
+    below the diagonal and ``1 / L[i, i]`` on it; the result is exactly
+    lower-triangular.
+
+    Parameters
+    ----------
+    lower : ndarray of shape (n_components, n_features, n_features)
+
+    Returns
+    -------
+    ndarray of shape (n_components, n_features, n_features)
+    """
+    n_features = lower.shape[-1]
+    inverse = np.zeros_like(lower)
+    for i in range(n_features):
+        inverse[:, i, i] = 1.0 / lower[:, i, i]
+        for j in range(i):
+            inverse[:, i, j] = -np.einsum("km,km->k", lower[:, i, j:i],
+                                          inverse[:, j:i, j]) / lower[:, i, i]
+    return inverse
 
 
 def _coefficients(mix_weights, means_c, prec_chol):

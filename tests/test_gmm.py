@@ -70,6 +70,16 @@ def test_log_density_matches_the_direct_formula(n_features):
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
 
 
+@pytest.mark.parametrize("n_features", [1, 2, 3, 4])
+def test_precision_cholesky_is_upper_triangular_and_inverts_the_covariance(n_features):
+    rng = np.random.default_rng(20 + n_features)
+    covariances = np.stack([random_covariance(rng, n_features) for _ in range(5)])
+    P = gmm._precision_cholesky(covariances)
+    assert np.all(np.tril(P, -1) == 0) and np.all(np.diagonal(P, axis1=1, axis2=2) > 0)
+    np.testing.assert_allclose(P @ np.swapaxes(P, 1, 2), np.linalg.inv(covariances),
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_log_density_is_accurate_for_tight_components_on_pixel_values():
     # Components at the floor reg_covar, far from the data's centre, on 0..255 values:
     # the worst case for the expanded quadratic form.
