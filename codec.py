@@ -218,9 +218,10 @@ def _on_white(image):
 def distinct_colours(pixels):
     """The distinct rows of a pixel array, how often each occurs, and where.
 
-    Each pixel is packed into one integer key: channel by channel, each value
-    is replaced by its rank among that channel's distinct values, so the key
-    space is the product of those counts.  When that space is small enough
+    Each pixel is packed into one integer key: its bytes as they are for up
+    to three channels; for four, each value is replaced by its rank among
+    that channel's distinct values, so the key space is the product of those
+    counts.  When that space is small enough
     the keys present are marked in a table and a lookup table maps each
     pixel back to its colour (linear time); otherwise the keys are sorted.
 
@@ -238,7 +239,15 @@ def distinct_colours(pixels):
         Index into ``colours`` of each pixel: ``colours[inverse] == pixels``.
     """
     n_pixels, n_channels = pixels.shape
-    keys = np.zeros(n_pixels, dtype=np.int64 if n_channels > 3 else np.int32)
+    if n_channels <= 3:
+        # Up to 2**24 keys: pack the bytes as they are, without ranking the levels.
+        levels = [np.arange(256, dtype=np.uint8)] * n_channels
+        keys = pixels[:, 0].astype(np.int32)
+        for c in range(1, n_channels):
+            keys <<= 8
+            keys |= pixels[:, c]
+        return _distinct_keys(keys, 256 ** n_channels, levels, n_pixels)
+    keys = np.zeros(n_pixels, dtype=np.int64)
     levels = []
     space = 1
     for c in range(n_channels):
@@ -249,6 +258,11 @@ def distinct_colours(pixels):
         keys += rank[pixels[:, c]]
         levels.append(present.astype(np.uint8))
         space *= len(present)
+    return _distinct_keys(keys, space, levels, n_pixels)
+
+
+def _distinct_keys(keys, space, levels, n_pixels):
+    """:func:`distinct_colours` from the pixels' keys, which lie in ``range(space)``."""
     if space <= min(_BINCOUNT_LIMIT, 2 * n_pixels + _BINCOUNT_FLOOR):
         present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
         present[keys] = True
@@ -264,8 +278,8 @@ def distinct_colours(pixels):
     return _unpack(used, levels), counts, inverse.reshape(-1)
 
 
-# Largest key space counted directly: a 2**25 int64 histogram is 256 MiB at worst,
-# but a photo's channels rarely use every level, so the space is usually smaller.
+# Largest key space handled with tables: 2**24 keys (3 bytes) take a 16 MiB presence
+# table and a 64 MiB lookup table.
 _BINCOUNT_LIMIT = 1 << 24
 # ... and only when it is not much larger than the image: sorting a small image's
 # keys is faster than sweeping a histogram of 16 million bins.

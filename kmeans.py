@@ -40,8 +40,10 @@ _SUMMARY_LEVELS = 32
 _SUMMARY_MAX_CELLS = 1 << 18
 _SUMMARY_SHRINK = 4
 
-# Starts (best first on the summary) that go on to run on the data itself.
+# Starts (best first on the summary) that go on to run on the data itself: at most
+# _REFINE_TOP, and fewer when n_samples * n_clusters is more than a third of the budget.
 _REFINE_TOP = 3
+_REFINE_BUDGET = 7_000_000
 
 # Without a summary: Lloyd iterations each seeding gets before only the best goes on.
 _SCREEN_ITER = 5
@@ -97,8 +99,9 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
         iterations and the one with the lowest objective runs on to
         convergence.  On more, each runs to convergence on a weighted summary
         of the data (the means of the occupied cells of a 32-level grid), and
-        the best three of those run to convergence on the data itself; the
-        lowest objective wins.
+        the best three of those (fewer when ``n_samples * n_clusters`` exceeds
+        about 2 million) run to convergence on the data itself; the lowest
+        objective wins.
     max_iter : int
         Most Lloyd iterations per seeding.
     tol : float
@@ -135,9 +138,11 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
     seeded = sorted((_lloyd(S, s_weights, INITS[init](S, n_clusters, s_weights, rng, s_sq),
                             max_iter, tol_abs, s_sq) for _ in range(n_init)),
                     key=lambda run: run.inertia)
-    # The summary's ranking of the starts is only roughly that of the data's.
+    # The summary's ranking of the starts is only roughly that of the data's, so the
+    # best few go on, as many as a budget of sample-centre pairs allows.
+    n_refine = int(np.clip(_REFINE_BUDGET // (len(X) * n_clusters), 1, _REFINE_TOP))
     best = None
-    for run in seeded[:_REFINE_TOP]:
+    for run in seeded[:n_refine]:
         result = _lloyd(X, weights, run.centers, max_iter, tol_abs, x_sq, callback)
         if best is None or result.inertia < best.inertia:
             best = result
