@@ -228,7 +228,7 @@ def fit_colours(colours, counts, args, report):
     if len(colours) <= args.clusters:
         return X, np.arange(len(colours)), None
     rng = np.random.default_rng(args.seed)
-    progress = report.progress_callback(args.model)
+    progress = report.progress_callback(args.model, n_pixels=int(counts.sum()))
     if args.model == "mixture":
         import gmm
         fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress)
@@ -356,15 +356,29 @@ class Reporter:
         self.n_starts = 0
         self._shown = False
 
-    def progress_callback(self, model):
+    def progress_callback(self, model, n_pixels=None):
         """A ``callback(iteration, value)`` for the fitting functions.
 
         It counts the starts in ``n_starts`` and, unless quiet, shows progress:
         one line per iteration when verbose, else one line redrawn in place
         (at most every ``REDRAW_INTERVAL`` seconds, the first call at once)
         when stderr is a terminal.
+
+        Parameters
+        ----------
+        model : {"kmeans", "mixture"}
+            Names the line and the value: k-means passes its objective (a sum
+            over pixels), the mixture its mean log-likelihood per pixel.
+        n_pixels : int, optional
+            When given, the k-means objective is shown per pixel (the mean
+            squared distance), a number that does not grow with the image.
         """
-        what = "log-likelihood per pixel" if model == "mixture" else "objective"
+        if model == "mixture":
+            what, scale = "log-likelihood per pixel", 1.0
+        elif n_pixels:
+            what, scale = "objective per pixel", 1.0 / n_pixels
+        else:
+            what, scale = "objective", 1.0
         started, last_drawn, last_iteration = time.perf_counter(), [None], [0]
         self.n_starts = 0
 
@@ -376,7 +390,7 @@ class Reporter:
                 return
             now = time.perf_counter()
             start = f"start {self.n_starts}, " if self.n_starts > 1 else ""
-            line = (f"{model}: {start}iteration {iteration}, {what} {value:.6g}, "
+            line = (f"{model}: {start}iteration {iteration}, {what} {value * scale:.6g}, "
                     f"{now - started:.1f} s")
             if self.verbose:
                 print(line, file=self.stream, flush=True)

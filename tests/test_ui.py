@@ -147,7 +147,7 @@ def test_quiet_and_verbose_together_is_a_usage_error(noise_png, tmp_path, capsys
     assert not (tmp_path / "c.npz").exists()
 
 
-@pytest.mark.parametrize("model, measure", [("kmeans", "objective"),
+@pytest.mark.parametrize("model, measure", [("kmeans", "objective per pixel"),
                                             ("mixture", "log-likelihood per pixel")])
 def test_verbose_prints_one_line_per_iteration(model, measure, noise_png, tmp_path, capsys):
     assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4", "--model", model,
@@ -279,6 +279,16 @@ def test_restarts_are_counted_and_shown():
     assert lines[3].startswith("kmeans: start 2, iteration 1,")
 
 
+def test_kmeans_objective_is_shown_per_pixel():
+    stream = io.StringIO()
+    report = hw2.Reporter(verbose=True, stream=stream)
+    report.progress_callback("kmeans", n_pixels=8)(1, 100.0)   # a sum over 8 pixels
+    report.progress_callback("mixture", n_pixels=8)(0, -10.5)  # already per pixel
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("kmeans: iteration 1, objective per pixel 12.5,")
+    assert lines[1].startswith("mixture: iteration 0, log-likelihood per pixel -10.5,")
+
+
 def test_progress_on_a_terminal_updates_in_place_and_is_cleared(noise_png, tmp_path):
     master, slave = pty.openpty()
     out = tmp_path / "c.npz"
@@ -309,7 +319,7 @@ def test_progress_on_a_terminal_updates_in_place_and_is_cleared(noise_png, tmp_p
     assert child.returncode == 0
     assert RESULT_LINE.match(stdout)  # the pipe holds exactly the result line
     text = terminal.decode()
-    assert "\r\033[Kkmeans: iteration 1, objective " in text
+    assert "\r\033[Kkmeans: iteration 1, objective per pixel " in text
     # The last escape erases the progress line; only the summary follows it.
     before, after = text.rsplit("\r\033[K", 1)
     assert "kmeans: iteration" in before
