@@ -263,26 +263,57 @@ def distinct_colours(pixels):
 
 def _distinct_keys(keys, space, levels, n_pixels):
     """:func:`distinct_colours` from the pixels' keys, which lie in ``range(space)``."""
-    if space <= min(_BINCOUNT_LIMIT, 2 * n_pixels + _BINCOUNT_FLOOR):
+    if space <= min(_BINCOUNT_LIMIT, 8 * n_pixels + _BINCOUNT_FLOOR):
         present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
-        present[keys] = True
+        for rows in _row_blocks(n_pixels):
+            present[keys[rows]] = True
         used = np.flatnonzero(present)
         del present
         lookup = np.zeros(space, dtype=np.int32)
         lookup[used] = np.arange(len(used), dtype=np.int32)
-        inverse = lookup[keys]
+        inverse = take(lookup, keys)
         del lookup
-        counts = np.bincount(inverse, minlength=len(used))
+        counts = np.zeros(len(used), dtype=np.int64)
+        for rows in _row_blocks(n_pixels):
+            counts += np.bincount(inverse[rows], minlength=len(used))
     else:
         used, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     return _unpack(used, levels), counts, inverse.reshape(-1)
 
 
+def take(table, index):
+    """``table[index]`` for a long integer ``index``, block by block.
+
+    NumPy turns a narrow index into a 64-bit one before gathering; in blocks,
+    that copy stays small however many pixels there are.
+
+    Parameters
+    ----------
+    table : ndarray of shape (n_entries,)
+    index : ndarray of shape (n,), integers in ``range(n_entries)``
+
+    Returns
+    -------
+    ndarray of shape (n,), of ``table``'s type
+    """
+    out = np.empty(len(index), dtype=table.dtype)
+    for rows in _row_blocks(len(index)):
+        out[rows] = table[index[rows]]
+    return out
+
+
+def _row_blocks(n_rows):
+    """Slices of at most ``_BLOCK_ROWS`` rows covering ``range(n_rows)``."""
+    return [slice(start, start + _BLOCK_ROWS) for start in range(0, n_rows, _BLOCK_ROWS)]
+
+
+_BLOCK_ROWS = 1 << 21
+
 # Largest key space handled with tables: 2**24 keys (3 bytes) take a 16 MiB presence
 # table and a 64 MiB lookup table.
 _BINCOUNT_LIMIT = 1 << 24
 # ... and only when it is not much larger than the image: sorting a small image's
-# keys is faster than sweeping a histogram of 16 million bins.
+# keys is faster than sweeping tables of 16 million entries.
 _BINCOUNT_FLOOR = 1 << 16
 
 

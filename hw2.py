@@ -204,7 +204,7 @@ def compress(args, report):
     colours, counts, inverse = codec.distinct_colours(flat)
     del flat
     means, labels, fit = fit_colours(colours, counts, args, report)
-    assignments = labels.astype(codec.label_dtype(len(means)))[inverse]
+    assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
     del inverse
     error = codec.reconstruction_error(colours, counts, means, labels)
     codec.write_codebook(args.output, assignments, means, img_shape)
