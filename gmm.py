@@ -60,6 +60,13 @@ _BLOCK_ROWS = 8192
 # terms may be subnormal): that sample is renormalised by its own maximum.
 _UNDERFLOW = 1e-250
 
+# A heavy sample whose own component would raise the mean log-likelihood per
+# unit weight by at least this much gets one (see _spiked), at most _MAX_SPIKES
+# times a fit, each kept only if EM from it ends higher.  The bar is far above
+# tol: only colours holding a large share of the pixels clear it.
+_SPIKE_MIN_GAIN = 0.05
+_MAX_SPIKES = 3
+
 # A component holding less than this share of the total weight is dead (a
 # millionth of a pixel of a 1000-megapixel image) and is re-seeded.
 _MIN_SHARE = 1e-15
@@ -78,11 +85,13 @@ class GMMResult(NamedTuple):
     precisions_cholesky : ndarray of shape (n_components, n_features, n_features)
         Upper-triangular ``P`` with ``P @ P.T`` the inverse of the covariance.
     log_likelihood : ndarray of shape (n_iter + 1,)
-        Mean log-likelihood per unit of sample weight (per pixel): entry 0 for
-        the model built from the k-means start, entry ``i`` after ``i`` EM
-        iterations.  The last entry belongs to the returned parameters.
+        Mean log-likelihood per unit of sample weight (per pixel) of the run
+        that is returned: entry 0 for the model it started from (the k-means
+        start, or the last kept spike), entry ``i`` after ``i`` EM iterations.
+        It never falls except by a dead component's re-seeding.  The last
+        entry belongs to the returned parameters.
     n_iter : int
-        EM iterations run.
+        EM iterations of that run.
     converged : bool
         Whether the last iteration changed the mean log-likelihood by less
         than ``tol`` (rather than stopping at ``max_iter``).
@@ -112,6 +121,16 @@ def fit_gmm(X, n_components, *, sample_weight=None, reg_covar=REG_COVAR, tol=1e-
     the identity) on the sample the mixture explains worst, the mixture's
     analogue of moving an empty k-means cluster to the farthest sample.  Only
     such an iteration can lower the log-likelihood.
+
+    Then *spikes*: EM is slow to give a value repeated over a large share of
+    the weight (a black background, clipped highlights) a component of its
+    own, and often stops on the plateau before it does.  When such a
+    component would raise the mean log-likelihood by at least 0.05, the
+    lightest component is moved onto that value (weight its share, covariance
+    ``reg_covar`` times the identity) and EM runs again from there; the new
+    run is kept only if it ends higher.  At most three such tries.  Repeated
+    samples pool their weight for this, so it too treats a weighted sample
+    like its copies.
 
     Parameters
     ----------
@@ -144,7 +163,8 @@ def fit_gmm(X, n_components, *, sample_weight=None, reg_covar=REG_COVAR, tol=1e-
         same result.
     callback : callable, optional
         Called as ``callback(iteration, mean_log_likelihood)`` for the start
-        (iteration 0) and after each EM iteration.
+        (iteration 0) and after each EM iteration, of every run: a spike's run
+        counts again from 0.
 
     Returns
     -------
@@ -273,11 +293,36 @@ def _prepare(X, mix_weights, means, prec_chol):
 # ---------------------------------------------------------------- the fit
 
 def _fit(X, weights, labels, n_components, reg_covar, tol, max_iter, callback):
-    """EM on checked input from the clusters ``labels``; returns a GMMResult."""
+    """EM on checked input from the clusters ``labels``, then spikes; returns a GMMResult."""
     centre = np.average(X, axis=0, weights=weights)
     XT = _centred_transpose(X, centre)
     stats = _hard_statistics(XT, weights, labels, n_components)
     params = _m_step(XT, weights, stats, reg_covar)
+    run = _em(XT, weights, params, reg_covar, tol, max_iter, callback)
+    groups = _equal_rows(XT)
+    for _ in range(_MAX_SPIKES):
+        start = _spiked(XT, weights, run[0], reg_covar, groups)
+        if start is None:
+            break
+        trial = _em(XT, weights, start, reg_covar, tol, max_iter, callback)
+        if trial[1][-1] <= run[1][-1]:
+            break
+        run = trial
+    (mix_weights, means_c, covariances, prec_chol), history, converged = run
+    return GMMResult(mix_weights, means_c + centre, covariances, prec_chol,
+                     np.array(history), len(history) - 1, converged)
+
+
+def _em(XT, weights, params, reg_covar, tol, max_iter, callback):
+    """EM from ``params`` until the change in mean log-likelihood is below ``tol``.
+
+    Returns
+    -------
+    params : tuple of (mix_weights, means_c, covariances, precisions_cholesky)
+    history : list of float
+        Mean log-likelihood of ``params`` as given, then after each iteration.
+    converged : bool
+    """
     history, converged = [], False
     for n_iter in range(max_iter + 1):
         mean_ll, stats = _e_step(XT, weights, params)
@@ -289,9 +334,75 @@ def _fit(X, weights, labels, n_components, reg_covar, tol, max_iter, callback):
             break
         if n_iter < max_iter:
             params = _m_step(XT, weights, stats, reg_covar)
+    return params, history, converged
+
+
+def _spiked(XT, weights, params, reg_covar, groups):
+    """The mixture with its lightest component moved onto a heavy, badly explained value.
+
+    A value holding a share ``p`` of the weight (a colour repeated over a flat
+    area: a black background, clipped highlights) would raise the mean
+    log-likelihood by about ``p * (log(exp(ll) + p * peak) - ll)`` with a
+    component of weight ``p`` and covariance ``reg_covar * I`` (density
+    ``peak`` at its mean) on it, ``ll`` being its log-likelihood now.  EM finds
+    such a spike only slowly, across a long plateau, and often stops before.
+
+    Parameters
+    ----------
+    XT : ndarray of shape (n_features, n_samples)
+    weights : ndarray of shape (n_samples,)
+    params : tuple of (mix_weights, means_c, covariances, precisions_cholesky)
+    reg_covar : float
+    groups : tuple of (first, group)
+        From :func:`_equal_rows`: repeated samples pool their weight.
+
+    Returns
+    -------
+    tuple of (mix_weights, means_c, covariances, precisions_cholesky) or None
+        None when no value would gain at least ``_SPIKE_MIN_GAIN``.
+    """
     mix_weights, means_c, covariances, prec_chol = params
-    return GMMResult(mix_weights, means_c + centre, covariances, prec_chol,
-                     np.array(history), n_iter, converged)
+    n_features = len(XT)
+    first, group = groups
+    coef, ceiling = _coefficients(mix_weights, means_c, prec_chol)
+    value_ll = np.empty(len(first))
+    for start, stop in _blocks(len(first), len(coef), n_features):
+        _, _, value_ll[start:stop] = _exp_log_prob(coef, ceiling,
+                                                   _monomials(XT[:, first[start:stop]]))
+    share = np.bincount(group, weights=weights, minlength=len(first)) / weights.sum()
+    log_peak = -0.5 * n_features * np.log(2 * np.pi * reg_covar)
+    with np.errstate(divide="ignore"):
+        gain = share * (np.logaddexp(value_ll, np.log(share) + log_peak) - value_ll)
+    best = int(np.argmax(gain))
+    if gain[best] < _SPIKE_MIN_GAIN:
+        return None
+    lightest = int(np.argmin(mix_weights))
+    mix_weights, means_c, covariances = mix_weights.copy(), means_c.copy(), covariances.copy()
+    means_c[lightest] = XT[:, first[best]]
+    covariances[lightest] = reg_covar * np.eye(n_features)
+    mix_weights[lightest] = share[best]
+    mix_weights /= mix_weights.sum()
+    return mix_weights, means_c, covariances, _precision_cholesky(covariances)
+
+
+def _equal_rows(XT):
+    """Group equal samples, so that a weighted sample and its copies look alike.
+
+    Samples are grouped by one projection on a fixed direction with
+    incommensurate components: equal samples always share a group; distinct
+    ones could only by an exact coincidence of the projection (which at worst
+    pools their weights for :func:`_spiked`'s proposal, never the fit itself).
+
+    Returns
+    -------
+    first : ndarray of shape (n_groups,), intp
+        One sample of each group.
+    group : ndarray of shape (n_samples,), intp
+        Group of each sample.
+    """
+    direction = np.sqrt(np.arange(2.0, 2.0 + len(XT)))
+    keys, first, group = np.unique(direction @ XT, return_index=True, return_inverse=True)
+    return first, group
 
 
 def _centred_transpose(X, centre):

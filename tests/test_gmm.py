@@ -132,7 +132,75 @@ def test_callback_sees_every_entry_of_the_history():
     X, *_ = separated_mixture(rng, 300)
     seen = []
     fit = gmm.fit_gmm(X, 3, reg_covar=1e-6, callback=lambda i, ll: seen.append((i, ll)))
-    assert seen == list(enumerate(fit.log_likelihood))
+    # Each run (the k-means start's, then any spike's) counts from 0; the history
+    # is exactly one of them.
+    runs = []
+    for i, ll in seen:
+        if i == 0:
+            runs.append([])
+        assert i == len(runs[-1])
+        runs[-1].append((i, ll))
+    assert list(enumerate(fit.log_likelihood)) in runs
+
+
+def spiked_cloud(seed, extra):
+    """A broad cloud of integer colours and the colour (100, 140, 120) repeated ``extra`` more times.
+
+    Returns the distinct colours, their counts, and the index of the repeated one.
+    """
+    rng = np.random.default_rng(seed)
+    colour = np.array([100.0, 140.0, 120.0])
+    cloud = np.round(rng.normal(128.0, 30.0, size=(3000, 3)))
+    X, counts = np.unique(np.vstack([cloud, colour]), axis=0, return_counts=True)
+    index = int(np.flatnonzero((X == colour).all(axis=1))[0])
+    counts[index] += extra
+    return X, counts, index
+
+
+def test_a_heavily_repeated_colour_gets_its_own_component(monkeypatch):
+    X, counts, index = spiked_cloud(0, 150)
+    share = counts[index] / counts.sum()
+    fit = gmm.fit_gmm(X, 3, sample_weight=counts, rng=np.random.default_rng(0))
+    nearest = int(np.argmin(np.linalg.norm(fit.means - X[index], axis=1)))
+    # A component collapsed onto one colour: that colour as mean, the floor as
+    # covariance, the colour's share of the pixels as weight.
+    np.testing.assert_allclose(fit.means[nearest], X[index], atol=0.05)
+    np.testing.assert_allclose(fit.covariances[nearest], gmm.REG_COVAR * np.eye(3), atol=0.01)
+    assert fit.weights[nearest] == pytest.approx(share, abs=0.002)
+    assert np.all(np.diff(fit.log_likelihood) >= 0)
+    assert gmm.score(X, fit, counts) == pytest.approx(fit.log_likelihood[-1], rel=1e-12)
+    # Plain EM from the same start stops on the plateau, far lower.
+    monkeypatch.setattr(gmm, "_MAX_SPIKES", 0)
+    plain = gmm.fit_gmm(X, 3, sample_weight=counts, rng=np.random.default_rng(0))
+    assert plain.converged
+    assert fit.log_likelihood[-1] > plain.log_likelihood[-1] + 0.1
+
+
+def test_the_spike_proposal_pools_repeated_samples():
+    X, counts, index = spiked_cloud(1, 150)
+    share = counts[index] / counts.sum()
+    # Two broad components over the cloud, none near the repeated colour.
+    covariance = np.cov(X.T, fweights=counts) + gmm.REG_COVAR * np.eye(3)
+    covariances = np.stack([covariance, 2.0 * covariance])
+    params = (np.array([0.7, 0.3]), np.array([[128.0, 128.0, 128.0], [120.0, 130.0, 125.0]]),
+              covariances, precision_cholesky_of(covariances))
+    repeated = np.repeat(X, counts, axis=0)
+    proposals = []
+    for data, weights in ((X, counts.astype(float)), (repeated, np.ones(len(repeated)))):
+        XT = np.ascontiguousarray(data.T)
+        proposals.append(gmm._spiked(XT, weights, params, gmm.REG_COVAR, gmm._equal_rows(XT)))
+    for weighted, copies in zip(*proposals):
+        np.testing.assert_allclose(weighted, copies, rtol=1e-12, atol=1e-12)
+    mix_weights, means, spiked_covariances, _ = proposals[0]
+    # The lighter component moves onto the colour with the colour's share.
+    np.testing.assert_allclose(means, [[128.0, 128.0, 128.0], X[index]])
+    np.testing.assert_allclose(spiked_covariances[1], gmm.REG_COVAR * np.eye(3))
+    np.testing.assert_allclose(mix_weights, np.array([0.7, share]) / (0.7 + share))
+    # Repeated only once more, the colour holds too little weight to be worth it.
+    X, counts, _ = spiked_cloud(1, 1)
+    XT = np.ascontiguousarray(X.T)
+    assert gmm._spiked(XT, counts.astype(float), params, gmm.REG_COVAR,
+                       gmm._equal_rows(XT)) is None
 
 
 def test_stops_when_the_change_falls_below_tol():
