@@ -79,6 +79,11 @@ def main(argv=None):
         report.clear()
         print("hw2: interrupted; no output written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout was closed early (``| head -c0``): the output file is written; keep
+        # Python from printing a traceback when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FILE
     return 0
 
 
