@@ -609,3 +609,24 @@ def test_failed_run_creates_no_file(mode, source, out_name, tmp_path, capsys):
     assert_failed(*run(capsys, mode, tmp_path / source, "--output", tmp_path / out_name), 1,
                   source)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_stdout_closed_early_exits_1_without_traceback(tmp_path):
+    """``python3 hw2.py ... | head -c0``: the reader is gone before the result line."""
+    import subprocess
+    import sys
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).save(tmp_path / "p.png")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, os.path.join(os.path.dirname(__file__), "..", "hw2.py"),
+             "--compress", str(tmp_path / "p.png"), "--clusters", "3",
+             "--output", str(tmp_path / "c.npz")],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+    with np.load(tmp_path / "c.npz") as archive:
+        assert sorted(archive.files) == ["assignments", "img_shape", "means"]
