@@ -297,7 +297,9 @@ def _clusters_used(args, labels, n_means, fit, n_starts):
         clusters = f"{n_used} clusters"
     n_iter = getattr(fit, "n_iter", None)
     state = "converged" if fit.converged else "stopped at the iteration limit"
-    best = f"best of {n_starts} seedings: " if n_starts > 1 else ""
+    # k-means tries several seedings; EM reruns with a component moved (a "spike").
+    runs = "seedings" if args.model == "kmeans" else "EM runs"
+    best = f"best of {n_starts} {runs}: " if n_starts > 1 else ""
     return f"{clusters}, {best}{n_iter} iterations, {state}"
 
 
@@ -394,8 +396,8 @@ class Reporter:
             if not (self.verbose or self.live):
                 return
             now = time.perf_counter()
-            start = f"start {self.n_starts}, " if self.n_starts > 1 else ""
-            line = (f"{model}: {start}iteration {iteration}, {what} {value * scale:.6g}, "
+            run = f"run {self.n_starts}, " if self.n_starts > 1 else ""
+            line = (f"{model}: {run}iteration {iteration}, {what} {value * scale:.6g}, "
                     f"{now - started:.1f} s")
             if self.verbose:
                 print(line, file=self.stream, flush=True)

@@ -154,13 +154,13 @@ def test_verbose_prints_one_line_per_iteration(model, measure, noise_png, tmp_pa
                     "--verbose") == 0
     captured = capsys.readouterr()
     assert RESULT_LINE.match(captured.out)
-    line = re.compile(rf"^{model}: (start (\d+), )?iteration (\d+), {measure} (\S+), "
+    line = re.compile(rf"^{model}: (run (\d+), )?iteration (\d+), {measure} (\S+), "
                       r"[\d.]+ s$")
     matches = [line.match(text) for text in captured.err.splitlines()]
     iterations = [m for m in matches if m]
     assert len(iterations) >= 2
     assert all(np.isfinite(float(m.group(4))) for m in iterations)
-    # Within one start the iteration numbers count up without gaps, from 1
+    # Within the first run the iteration numbers count up without gaps, from 1
     # (or from 0, the mixture's k-means start).
     first = [int(m.group(3)) for m in iterations if m.group(1) is None]
     assert first[0] in (0, 1)
@@ -194,18 +194,21 @@ def test_compress_summary_names_output_sizes_clusters_and_convergence(noise_png,
     assert re.search(r"; \d+\.\d\d s$", summary)
 
 
-def test_summary_is_the_same_with_and_without_progress(tmp_path, capsys):
+@pytest.mark.parametrize("model", ["kmeans", "mixture"])
+def test_summary_is_the_same_with_and_without_progress(model, tmp_path, capsys):
     # The sample photo has over 20,000 distinct colours: k-means seeds on a
     # summary of them and runs only the best seedings in full, so counting the
     # restarts the progress callback sees would tell fewer seedings than tried.
     summaries = []
     for extra in ([], ["--verbose"]):
         assert compress(ROOT / "samples" / "rocket.jpg", tmp_path / "c.npz",
-                        "--clusters", "4", *extra) == 0
+                        "--clusters", "4", "--model", model, *extra) == 0
         summary = capsys.readouterr().err.splitlines()[-1]
         summaries.append(re.sub(r"; [\d.]+ s$", "", summary))
     assert summaries[0] == summaries[1]
-    assert "seedings" in summaries[0]
+    assert f"; {model}, 4 clusters, " in summaries[0]
+    if model == "kmeans":
+        assert "seedings" in summaries[0]
 
 
 def test_summary_says_why_fewer_clusters(three_colour_png, tmp_path, capsys):
@@ -276,7 +279,7 @@ def test_restarts_are_counted_and_shown():
     assert report.n_starts == 2
     lines = stream.getvalue().splitlines()
     assert lines[2].startswith("kmeans: iteration 3,")
-    assert lines[3].startswith("kmeans: start 2, iteration 1,")
+    assert lines[3].startswith("kmeans: run 2, iteration 1,")
 
 
 def test_kmeans_objective_is_shown_per_pixel():
