@@ -144,7 +144,7 @@ def test_callback_sees_every_entry_of_the_history():
 
 
 def spiked_cloud(seed, extra):
-    """A broad cloud of integer colours and the colour (100, 140, 120) repeated ``extra`` more times.
+    """A broad cloud of integer colours, and (100, 140, 120) repeated ``extra`` more times.
 
     Returns the distinct colours, their counts, and the index of the repeated one.
     """
