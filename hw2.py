@@ -244,7 +244,8 @@ def fit_colours(colours, counts, args, report):
         # iteration: only pay for it when the line is shown.
         shown = report.verbose or report.live
         fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init,
-                            n_init=n_init, rng=rng, callback=progress if shown else None)
+                            n_init=n_init, polish=True, rng=rng,
+                            callback=progress if shown else None)
         report.n_starts = n_init  # the seedings tried, whether or not each ran in full
         labels = fit.labels
     report.clear()

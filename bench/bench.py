@@ -116,7 +116,7 @@ def worker(task):
         started = time.perf_counter()
         if name == "ours: kmeans fit":
             fit = kmeans.kmeans(X, k, sample_weight=counts, rng=rng,
-                                n_init=kmeans.auto_n_init(len(X), k))
+                                n_init=kmeans.auto_n_init(len(X), k), polish=True)
             seconds = time.perf_counter() - started
             means, labels = fit.centers, fit.labels
         else:

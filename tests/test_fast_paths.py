@@ -208,3 +208,72 @@ def test_grid_summary_keeps_the_weight_and_the_mean():
     # Each point is a mean of samples, so it lies within their range (up to rounding).
     assert (points.min(axis=0) >= X.min(axis=0) - 1e-9).all()
     assert (points.max(axis=0) <= X.max(axis=0) + 1e-9).all()
+
+
+# ---------------------------------------------------------------- plain Lloyd, polish
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lloyd_without_bounds_takes_the_steps_of_plain_lloyd(seed):
+    # The summary's seedings run without bounds; the steps must be Lloyd's all the same.
+    rng = np.random.default_rng(seed)
+    X = blobs(rng, n_per_blob=150, n_blobs=6, spread=20.0)
+    weights = rng.integers(1, 20, size=len(X)).astype(np.float64)
+    start = X[rng.choice(len(X), 6, replace=False)]
+    expected_centers, expected_labels, expected_history = plain_lloyd(X, weights, start)
+    result = kmeans._lloyd_plain(X, weights, start, 300, 0.0, kmeans._row_norms(X))
+    np.testing.assert_array_equal(result.labels, expected_labels)
+    np.testing.assert_allclose(result.centers, expected_centers, rtol=1e-10, atol=1e-9)
+    assert result.n_iter == len(expected_history)
+    assert result.converged
+    direct = float(weights @ ((X - result.centers[result.labels]) ** 2).sum(axis=1))
+    assert result.inertia == pytest.approx(direct, rel=1e-9)
+
+
+def test_objective_from_cluster_totals_is_the_sum_over_samples():
+    # sum w ||x - c||^2 = sum w ||x||^2 - sum_j (2 c_j . s_j - m_j ||c_j||^2), for any centres.
+    rng = np.random.default_rng(4)
+    X = rng.uniform(0, 255, size=(500, 3))
+    weights = rng.integers(0, 6, size=500).astype(np.float64)
+    labels = rng.integers(0, 7, size=500)
+    centers = rng.uniform(0, 255, size=(7, 3))
+    totals = kmeans._ClusterTotals(X, weights, labels, 7)
+    direct = float(weights @ ((X - centers[labels]) ** 2).sum(axis=1))
+    assert totals.objective(centers, float(weights @ (X ** 2).sum(axis=1))) == \
+        pytest.approx(direct, rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_extrapolated_lloyd_ends_at_a_fixed_point_of_plain_lloyd(seed):
+    # Whatever steps it took, it may stop with tol = 0 only where plain Lloyd would:
+    # every sample on its nearest centre and every centre the mean of its samples.
+    rng = np.random.default_rng(seed)
+    X = blobs(rng, n_per_blob=300, n_blobs=10, spread=25.0)
+    weights = rng.integers(1, 20, size=len(X)).astype(np.float64)
+    start = X[rng.choice(len(X), 8, replace=False)]
+    result = kmeans._lloyd_extrapolated(X, weights, start, 1000, 0.0, kmeans._row_norms(X))
+    assert result.converged
+    centers, labels, history = plain_lloyd(X, weights, result.centers)
+    np.testing.assert_array_equal(labels, result.labels)
+    np.testing.assert_allclose(centers, result.centers, rtol=1e-10, atol=1e-9)
+    assert len(history) == 1
+    # ... and no higher than where it started.
+    start_objective = float(weights @ ((X[:, None] - start[None]) ** 2).sum(axis=2).min(axis=1))
+    assert result.inertia <= start_objective
+
+
+def test_polish_runs_the_best_start_on_to_a_fixed_point():
+    # Over 20,000 samples (the summary path); a loose tol stops the starts early, and
+    # the polish must carry the best on to where no label changes, lowering the objective.
+    rng = np.random.default_rng(12)
+    X = blobs(rng, n_per_blob=3000, n_blobs=12, spread=30.0)
+    assert len(X) > kmeans._SUMMARY_MIN_SAMPLES
+    rough = kmeans.kmeans(X, 9, n_init=3, tol=1e-2, rng=np.random.default_rng(0))
+    polished = kmeans.kmeans(X, 9, n_init=3, tol=1e-2, polish=True,
+                             rng=np.random.default_rng(0))
+    assert len(plain_lloyd(X, np.ones(len(X)), rough.centers)[2]) > 1  # not a fixed point
+    assert polished.converged
+    assert polished.inertia < rough.inertia
+    centers, labels, history = plain_lloyd(X, np.ones(len(X)), polished.centers)
+    np.testing.assert_array_equal(labels, polished.labels)
+    np.testing.assert_allclose(centers, polished.centers, rtol=1e-10, atol=1e-9)
+    assert len(history) == 1
