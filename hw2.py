@@ -266,7 +266,7 @@ def compress_summary(args, labels, n_means, fit, n_starts, seconds):
     fit : kmeans.KMeansResult or gmm.GMMResult or None
         None when the image was stored losslessly.
     n_starts : int
-        Seedings the fit tried (the best one is kept).
+        Seedings (k-means) or EM runs (mixture) the fit tried; the best is kept.
     seconds : float
 
     Returns
@@ -276,8 +276,8 @@ def compress_summary(args, labels, n_means, fit, n_starts, seconds):
     out_size, in_size = os.path.getsize(args.output), os.path.getsize(args.compress)
     sizes = (f"wrote {args.output}, {human_size(out_size)} (input {human_size(in_size)}: "
              f"{out_size / max(in_size, 1):.0%})")
-    return f"{sizes}; {args.model}, {_clusters_used(args, labels, n_means, fit, n_starts)}; " \
-           f"{seconds:.2f} s"
+    clusters = _clusters_used(args, labels, n_means, fit, n_starts)
+    return f"{sizes}; {args.model}, {clusters}; {seconds:.2f} s"
 
 
 def _clusters_used(args, labels, n_means, fit, n_starts):
@@ -288,20 +288,20 @@ def _clusters_used(args, labels, n_means, fit, n_starts):
                 f"colour{'s' if n_colours != 1 else ''}, stored losslessly")
     n_used = int(np.count_nonzero(np.bincount(labels, minlength=n_means)))
     if n_used < args.clusters:
-        unit = "component" if args.model == "mixture" else "cluster"
-        why = ("is no pixel's most likely one" if args.model == "mixture"
-               else "ended up with no pixel")
         n_empty = args.clusters - n_used
-        clusters = (f"{n_used} of {args.clusters} clusters used ({n_empty} {unit}"
-                    f"{'s' if n_empty != 1 else ''} {why})")
+        if args.model == "mixture":
+            why = (f"{n_empty} component{'s are' if n_empty != 1 else ' is'} no pixel's "
+                   "most likely one")
+        else:
+            why = f"{n_empty} cluster{'s' if n_empty != 1 else ''} ended up with no pixel"
+        clusters = f"{n_used} of {args.clusters} clusters used ({why})"
     else:
         clusters = f"{n_used} clusters"
-    n_iter = getattr(fit, "n_iter", None)
     state = "converged" if fit.converged else "stopped at the iteration limit"
     # k-means tries several seedings; EM reruns with a component moved (a "spike").
     runs = "seedings" if args.model == "kmeans" else "EM runs"
     best = f"best of {n_starts} {runs}: " if n_starts > 1 else ""
-    return f"{clusters}, {best}{n_iter} iterations, {state}"
+    return f"{clusters}, {best}{fit.n_iter} iterations, {state}"
 
 
 def decompress(args, report):

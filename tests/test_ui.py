@@ -230,7 +230,7 @@ def test_summary_counts_clusters_left_without_pixels(noise_png, tmp_path):
 
     labels = np.array([0, 0, 2, 2, 2])  # clusters 1 and 3 hold no colour
     line = hw2.compress_summary(Args, labels, 4, Fit, 1, 0.5)
-    assert "2 of 4 clusters used (2 components" in line
+    assert "2 of 4 clusters used (2 components are no pixel's most likely one)" in line
     assert "12 iterations, converged" in line
 
 
