@@ -75,15 +75,9 @@ def read_image(path):
             warnings.simplefilter("ignore")
             # Pillow only warns between 1 and 2 times its limit: refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with _opening(path, "an image"), Image.open(path) as image:
                 image.load()
                 return _as_pixels(ImageOps.exif_transpose(image))
-    except FileNotFoundError:
-        raise CodecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CodecError(f"{path}: is a directory, not an image") from None
-    except PermissionError:
-        raise CodecError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise CodecError(f"{path}: not an image file Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -93,6 +87,22 @@ def read_image(path):
         # a TIFF whose tags hold bytes where numbers belong).
         raise CodecError(f"{path}: cannot decode the image, the file is damaged or "
                          f"truncated ({exc})") from None
+
+
+@contextlib.contextmanager
+def _opening(path, what):
+    """Turn the system's refusals to open ``path`` into CodecErrors that name it.
+
+    ``what`` says what the file should have been ("an image", "a codebook").
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise CodecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CodecError(f"{path}: is a directory, not {what}") from None
+    except PermissionError:
+        raise CodecError(f"{path}: permission denied") from None
 
 
 def _refuse_special_file(path, what):
@@ -404,14 +414,8 @@ def read_codebook(path):
     """
     _refuse_special_file(path, "a codebook")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _opening(path, "a codebook"), zipfile.ZipFile(path) as archive:
             return _read_codebook_arrays(path, archive)
-    except FileNotFoundError:
-        raise CodecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CodecError(f"{path}: is a directory, not a codebook") from None
-    except PermissionError:
-        raise CodecError(f"{path}: permission denied") from None
     except zipfile.BadZipFile as exc:
         raise CodecError(f"{path}: {_not_a_zip(path, exc)}") from None
     except NotImplementedError as exc:  # zipfile: a zip feature it lacks
