@@ -21,7 +21,9 @@ Every result is scored here, the same way, against the pixels as hw2.py reads
 them: the k-means objective (mean squared distance to the assigned colour),
 the mean Euclidean error (what hw2.py prints), and the size of the codebook
 (``np.savez_compressed`` of assignments, means, img_shape) next to the input
-file and a palette PNG (PNG-8, ``optimize=True``) of the same labels.
+file and two palette PNGs (PNG-8) of the same labels: saved with Pillow's
+defaults (zlib level 6, as ``np.savez_compressed`` uses) and with
+``optimize=True`` (level 9 and the best filter choice).
 
 Generated photos (upscaled, with a little noise) go to bench/photos/, which
 is not committed.  Results go to bench/results.md.
@@ -199,7 +201,7 @@ def measure(cmd):
 # ---------------------------------------------------------------- scoring
 
 def score(pixels, labels, means, img_shape):
-    """Objective, mean error, codebook bytes and PNG-8 bytes of one result."""
+    """Objective, mean error, codebook bytes and PNG-8 bytes (two ways) of one result."""
     flat = pixels.reshape(-1, pixels.shape[-1])
     objective = error = 0.0
     for start in range(0, len(flat), 1 << 20):
@@ -212,15 +214,19 @@ def score(pixels, labels, means, img_shape):
     buffer = io.BytesIO()
     np.savez_compressed(buffer, assignments=assignments, means=means,
                         img_shape=np.asarray(img_shape, dtype=np.int64))
-    png = None
+    png = png_optimized = None
     if len(means) <= 256:
         image = Image.frombytes("P", (img_shape[1], img_shape[0]), assignments.tobytes())
         image.putpalette(np.clip(np.rint(means), 0, 255).astype(np.uint8).reshape(-1).tolist())
-        out = io.BytesIO()
-        image.save(out, format="PNG", optimize=True)
-        png = len(out.getvalue())
+        png, png_optimized = (len(_png_bytes(image, optimize)) for optimize in (False, True))
     return {"objective": objective / n_pixels, "error": error / n_pixels,
-            "codebook": len(buffer.getvalue()), "png8": png}
+            "codebook": len(buffer.getvalue()), "png8": png, "png8_opt": png_optimized}
+
+
+def _png_bytes(image, optimize):
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=optimize)
+    return out.getvalue()
 
 
 def run_candidate(name, image, k, tmp, pixels, **options):
@@ -268,13 +274,15 @@ def photo_table(title, image, rows):
     lines = [f"#### {title}: {os.path.basename(image)}, {width}x{height} "
              f"({width * height / 1e6:.2f} MP), file {fmt_bytes(size)}", "",
              "| candidate | time (s) | peak RSS (MB) | objective (mean sq. dist.) | "
-             "mean error | log-lik./pixel | codebook | PNG-8 of the labels |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "mean error | log-lik./pixel | codebook | PNG-8 of the labels (Pillow "
+             "defaults) | PNG-8, optimize=True |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         loglik = f"{row['loglik']:.4f}" if "loglik" in row else ""
         lines.append(f"| {row['name']} | {row['seconds']:.2f} | {row['rss']:.0f} | "
                      f"{row['objective']:.3f} | {row['error']:.4f} | {loglik} | "
-                     f"{fmt_bytes(row['codebook'])} | {fmt_bytes(row['png8'])} |")
+                     f"{fmt_bytes(row['codebook'])} | {fmt_bytes(row['png8'])} | "
+                     f"{fmt_bytes(row['png8_opt'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -304,7 +312,9 @@ def checks(image, rows):
                    f"{mix['error'] / gm['error']:.3f}" if mix else "")
     for row in rows:
         if row["name"].startswith("hw2") and row["png8"]:
-            out.append(f"{row['name']}: codebook / PNG-8 = {row['codebook'] / row['png8']:.3f}")
+            out.append(f"{row['name']}: codebook / PNG-8 = "
+                       f"{row['codebook'] / row['png8']:.3f} (Pillow's defaults), "
+                       f"{row['codebook'] / row['png8_opt']:.3f} (optimize=True)")
     return "".join(f"- {line}\n" for line in out if line)
 
 
@@ -385,6 +395,11 @@ def environment():
             f"({platform.machine()}); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
+def load_average():
+    """The system's load averages over 1, 5 and 15 minutes, as text."""
+    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
@@ -402,6 +417,7 @@ def main(argv=None):
     has_gmm = os.path.exists(os.path.join(ROOT, "gmm.py"))
     command = "python3 bench/bench.py" + (" --quick" if args.quick else "")
     started = time.perf_counter()
+    load_at_start = load_average()
     parts = [f"### Benchmark ({'quick' if args.quick else 'full'} run)", "",
              f"Made by `{command}` on {environment()}. Time: seconds (wall clock; for "
              "hw2 the whole command, for the others the fit alone). Peak RSS: of the "
@@ -417,7 +433,10 @@ def main(argv=None):
             parts.append(bench_photo("Large photo", big, args.clusters, tmp, False, has_gmm,
                                      False))
             parts.append(scaling_tables(tmp, args.clusters))
-    parts.append(f"Total benchmark time: {time.perf_counter() - started:.0f} s.\n")
+    parts.append(f"Total benchmark time: {time.perf_counter() - started:.0f} s. Load average "
+                 f"(1, 5, 15 min) at the start: {load_at_start}; at the end: {load_average()}; "
+                 "other processes share the cores, so times are only comparable within one "
+                 "run.\n")
     text = "\n".join(parts)
     with open(args.output, "w") as handle:
         handle.write(text)

@@ -277,3 +277,36 @@ def test_polish_runs_the_best_start_on_to_a_fixed_point():
     np.testing.assert_array_equal(labels, polished.labels)
     np.testing.assert_allclose(centers, polished.centers, rtol=1e-10, atol=1e-9)
     assert len(history) == 1
+
+
+@pytest.mark.parametrize("n_init", [1, 4])
+def test_polish_without_the_summary_ends_at_a_fixed_point(n_init):
+    # Up to 20,000 samples the starts run on the data itself, screened when there are
+    # several; the polished result must still be where plain Lloyd stops.
+    rng = np.random.default_rng(13)
+    X = blobs(rng, n_per_blob=400, n_blobs=10, spread=30.0)
+    weights = rng.integers(1, 9, size=len(X)).astype(np.float64)
+    rough = kmeans.kmeans(X, 7, sample_weight=weights, n_init=n_init, tol=1e-2,
+                          rng=np.random.default_rng(0))
+    polished = kmeans.kmeans(X, 7, sample_weight=weights, n_init=n_init, tol=1e-2,
+                             polish=True, rng=np.random.default_rng(0))
+    assert len(plain_lloyd(X, weights, rough.centers)[2]) > 1  # not a fixed point
+    assert polished.converged
+    assert polished.inertia < rough.inertia
+    centers, labels, history = plain_lloyd(X, weights, polished.centers)
+    np.testing.assert_array_equal(labels, polished.labels)
+    np.testing.assert_allclose(centers, polished.centers, rtol=1e-10, atol=1e-9)
+    assert len(history) == 1
+
+
+def test_polish_of_an_explicit_start_ends_at_a_fixed_point():
+    rng = np.random.default_rng(14)
+    X = blobs(rng, n_per_blob=300, n_blobs=8, spread=30.0)
+    start = X[rng.choice(len(X), 6, replace=False)]
+    rough = kmeans.kmeans(X, 6, init=start, tol=1e-2)
+    assert len(plain_lloyd(X, np.ones(len(X)), rough.centers)[2]) > 1  # not a fixed point
+    polished = kmeans.kmeans(X, 6, init=start, tol=1e-2, polish=True)
+    assert polished.inertia < rough.inertia
+    expected_centers, expected_labels, _ = plain_lloyd(X, np.ones(len(X)), polished.centers)
+    np.testing.assert_array_equal(expected_labels, polished.labels)
+    np.testing.assert_allclose(expected_centers, polished.centers, rtol=1e-10, atol=1e-9)
