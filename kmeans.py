@@ -50,6 +50,10 @@ _SUMMARY_SHRINK = 4
 _REFINE_TOP = 3
 _REFINE_BUDGET = 7_000_000
 
+# A refined run is polished only when its objective is within this fraction of the
+# best so far: polishing gains some 0.1-0.2% on photos.
+_POLISH_REACH = 0.005
+
 # Without a summary: Lloyd iterations each seeding gets before only the best goes on.
 _SCREEN_ITER = 5
 
@@ -116,8 +120,9 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init=1,
     polish : bool
         Whether the runs on ``X`` that finish, once within ``tol``, go on until
         no label changes (within ``max_iter`` iterations each), with
-        extrapolated steps.  Lloyd's last steps are small but many: they lower
-        the objective by about 0.1% on photos.
+        extrapolated steps; of several runs, those within 0.5% of the best.
+        Lloyd's last steps are small but many: they lower the objective by
+        about 0.1-0.2% on photos.
     rng : numpy.random.Generator, optional
         Source of randomness (default: ``np.random.default_rng(0)``).
     callback : callable, optional
@@ -165,8 +170,17 @@ def _refined_runs(X, weights, summary, n_clusters, init, n_init, max_iter, tol_a
     # The summary's ranking of the starts is only roughly that of the data's, so the
     # best few go on, as many as a budget of sample-centre pairs allows.
     n_refine = int(np.clip(_REFINE_BUDGET // (len(X) * n_clusters), 1, _REFINE_TOP))
-    return [_lloyd(X, weights, run.centers, max_iter, tol_abs, x_sq, callback, polish=polish)
-            for run in seeded[:n_refine]]
+    refined = sorted((_lloyd_steps(X, weights, run.centers, max_iter, tol_abs, x_sq, callback)
+                      for run in seeded[:n_refine]), key=lambda pair: pair[0].inertia)
+    if not polish:
+        return [result for result, _ in refined]
+    runs = []
+    for result, resume in refined:
+        # A polish gains some 0.1-0.2%: runs further behind the best are left as they are.
+        if runs and result.inertia > min(run.inertia for run in runs) * (1.0 + _POLISH_REACH):
+            break
+        runs.append(resume() if resume is not None else result)
+    return runs
 
 
 def _lloyd_extrapolated(X, weights, centers, max_iter, tol_abs, x_sq, callback=None,
@@ -572,9 +586,25 @@ def _lloyd(X, weights, centers, max_iter, tol_abs, x_sq, callback=None, first_it
     -------
     KMeansResult
     """
+    result, resume = _lloyd_steps(X, weights, centers, max_iter, tol_abs, x_sq, callback,
+                                  first_iter)
+    return resume() if polish and resume is not None else result
+
+
+def _lloyd_steps(X, weights, centers, max_iter, tol_abs, x_sq, callback=None, first_iter=1):
+    """:func:`_lloyd` without the polish, and what it takes to polish later.
+
+    Returns
+    -------
+    result : KMeansResult
+    resume : callable or None
+        For a run stopped within ``tol_abs`` with labels still changing and
+        iterations to spare: ``resume()`` polishes it from where it stopped,
+        with its bounds, and returns the polished KMeansResult.
+    """
     bounds = _Bounds(X, x_sq, centers)
     totals = _ClusterTotals(X, weights, bounds.labels, len(centers))
-    converged, n_iter = False, first_iter - 1
+    converged, n_iter, moved = False, first_iter - 1, []
     for n_iter in range(first_iter, first_iter + max_iter):
         if callback is not None:
             callback(n_iter, _inertia(X, weights, centers, bounds.labels))
@@ -592,13 +622,18 @@ def _lloyd(X, weights, centers, max_iter, tol_abs, x_sq, callback=None, first_it
         if len(moved) == 0 or float(shifts @ shifts) <= tol_abs:
             converged = True
             break
-    iterations = range(n_iter + 1, first_iter + max_iter)
-    if polish and converged and len(moved) > 0 and len(iterations) > 0:
-        return _extrapolated_steps(X, weights, x_sq, bounds, totals, centers, iterations,
-                                   0.0, callback)._replace(converged=True)
     labels = bounds.labels
-    return KMeansResult(centers, labels, _inertia(X, weights, centers, labels), n_iter,
-                        converged)
+    result = KMeansResult(centers, labels, _inertia(X, weights, centers, labels), n_iter,
+                          converged)
+    iterations = range(n_iter + 1, first_iter + max_iter)
+    if not (converged and len(moved) > 0 and len(iterations) > 0):
+        return result, None
+
+    def resume():
+        polished = _extrapolated_steps(X, weights, x_sq, bounds, totals, centers, iterations,
+                                       0.0, callback)
+        return polished._replace(converged=True)
+    return result, resume
 
 
 def _lloyd_plain(X, weights, centers, max_iter, tol_abs, x_sq):
