@@ -648,27 +648,43 @@ def _lloyd_plain(X, weights, centers, max_iter, tol_abs, x_sq):
         Its ``inertia`` is from the expanded distances (accurate to rounding).
     """
     n_clusters = len(centers)
-    weighted = X * weights[:, None]
-    labels, sq_dist = assign(X, centers, x_sq)
+    weighted = np.ascontiguousarray((X * weights[:, None]).T)  # one row per feature
+    labels = _nearest_labels(X, centers)
     converged, n_iter = False, 0
     for n_iter in range(1, max_iter + 1):
         mass = np.bincount(labels, weights=weights, minlength=n_clusters)
         if (mass > 0).all():
-            new_centers = np.stack([np.bincount(labels, weights=weighted[:, j],
-                                                minlength=n_clusters)
-                                    for j in range(X.shape[1])], axis=1) / mass[:, None]
+            new_centers = np.stack([np.bincount(labels, weights=feature, minlength=n_clusters)
+                                    for feature in weighted], axis=1) / mass[:, None]
         else:  # rare: let the totals move the empty clusters
             new_centers, _ = _ClusterTotals(X, weights, labels, n_clusters).centers(centers,
                                                                                  labels)
         shift = float(np.sum((new_centers - centers) ** 2))
         centers = new_centers
-        new_labels, sq_dist = assign(X, centers, x_sq)
+        new_labels = _nearest_labels(X, centers)
         unchanged = np.array_equal(new_labels, labels)
         labels = new_labels
         if unchanged or shift <= tol_abs:
             converged = True
             break
+    labels, sq_dist = assign(X, centers, x_sq)
     return KMeansResult(centers, labels, float(weights @ sq_dist), n_iter, converged)
+
+
+def _nearest_labels(X, centers):
+    """Index of the nearest centre of each row (the lowest on ties), as in :func:`assign`.
+
+    Only the labels: ``-2 x.c + ||c||^2`` in blocks of rows, nothing else kept.
+    """
+    minus_two_ct = -2.0 * centers.T
+    c_sq = _row_norms(centers)
+    labels = np.empty(len(X), dtype=np.intp)
+    step = max(1, _CHUNK_ELEMENTS // max(1, len(centers)))
+    for start in range(0, len(X), step):
+        dist = X[start:start + step] @ minus_two_ct
+        dist += c_sq
+        labels[start:start + step] = np.argmin(dist, axis=1)
+    return labels
 
 
 def _inertia(X, weights, centers, labels):
