@@ -110,6 +110,21 @@ def test_kmeans_plusplus_returns_distinct_data_points(seed):
         assert len(np.unique(centers, axis=0)) == k
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_kmeans_plusplus_keeps_the_candidate_that_lowers_the_potential_most(seed):
+    # The first centre is 0 (it carries almost all the weight).  The second is
+    # drawn among 10, 11, 12 in proportion to 100 : 121 : 144; the potentials they
+    # leave are 0+1+4 = 5, 1+0+1 = 2 and 4+1+0 = 5, so greedy k-means++ must keep
+    # 11.  With 50 candidates, 11 is missed with probability 0.67**50 < 1e-8;
+    # a seeding that kept the first candidate would pick 10 or 12 two times in three.
+    X = np.array([[0.0], [10.0], [11.0], [12.0]])
+    weights = np.array([1e9, 1.0, 1.0, 1.0])
+    centers, indices = kmeans.kmeans_plusplus(X, 2, sample_weight=weights, n_local_trials=50,
+                                              rng=np.random.default_rng(seed))
+    assert indices.tolist() == [0, 2]
+    assert centers.ravel().tolist() == [0.0, 11.0]
+
+
 def test_kmeans_plusplus_never_picks_a_point_of_zero_weight():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(100, 2))
