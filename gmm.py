@@ -95,6 +95,8 @@ class GMMResult(NamedTuple):
     converged : bool
         Whether the last iteration changed the mean log-likelihood by less
         than ``tol`` (rather than stopping at ``max_iter``).
+    n_runs : int
+        EM runs made: the first, and one for each spike tried.
     """
 
     weights: np.ndarray
@@ -104,6 +106,7 @@ class GMMResult(NamedTuple):
     log_likelihood: np.ndarray
     n_iter: int
     converged: bool
+    n_runs: int
 
 
 def fit_gmm(X, n_components, *, sample_weight=None, reg_covar=REG_COVAR, tol=1e-3,
@@ -300,17 +303,19 @@ def _fit(X, weights, labels, n_components, reg_covar, tol, max_iter, callback):
     params = _m_step(XT, weights, stats, reg_covar)
     run = _em(XT, weights, params, reg_covar, tol, max_iter, callback)
     groups = _equal_rows(XT)
+    n_runs = 1
     for _ in range(_MAX_SPIKES):
         start = _spiked(XT, weights, run[0], reg_covar, groups)
         if start is None:
             break
         trial = _em(XT, weights, start, reg_covar, tol, max_iter, callback)
+        n_runs += 1
         if trial[1][-1] <= run[1][-1]:
             break
         run = trial
     (mix_weights, means_c, covariances, prec_chol), history, converged = run
     return GMMResult(mix_weights, means_c + centre, covariances, prec_chol,
-                     np.array(history), len(history) - 1, converged)
+                     np.array(history), len(history) - 1, converged, n_runs)
 
 
 def _em(XT, weights, params, reg_covar, tol, max_iter, callback):

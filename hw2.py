@@ -208,13 +208,13 @@ def compress(args, report):
     del pixels
     colours, counts, inverse = codec.distinct_colours(flat)
     del flat
-    means, labels, fit = fit_colours(colours, counts, args, report)
+    means, labels, fit, n_starts = fit_colours(colours, counts, args, report)
     assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
     del inverse
     error = codec.reconstruction_error(colours, counts, means, labels)
     codec.write_codebook(args.output, assignments, means, img_shape)
     print(f"Reconstruction error is {error}")
-    report.summary(compress_summary(args, labels, len(means), fit, report.n_starts,
+    report.summary(compress_summary(args, labels, len(means), fit, n_starts,
                                     time.perf_counter() - started))
 
 
@@ -228,16 +228,18 @@ def fit_colours(colours, counts, args, report):
         Cluster of each distinct colour.
     fit : kmeans.KMeansResult or gmm.GMMResult or None
         None when the image has no more colours than clusters (lossless).
+    n_starts : int
+        Starts the fit tried, the best one kept: k-means seedings, or EM runs.
     """
     X = colours.astype(np.float64)
     if len(colours) <= args.clusters:
-        return X, np.arange(len(colours)), None
+        return X, np.arange(len(colours)), None, 0
     rng = np.random.default_rng(args.seed)
     progress = report.progress_callback(args.model, n_pixels=int(counts.sum()))
     if args.model == "mixture":
         import gmm
         fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress)
-        labels = gmm.predict(X, fit)
+        labels, n_starts = gmm.predict(X, fit), fit.n_runs
     else:
         n_init = kmeans.auto_n_init(len(X), args.clusters)
         # The objective for a progress line costs a pass over the colours each
@@ -246,10 +248,9 @@ def fit_colours(colours, counts, args, report):
         fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init,
                             n_init=n_init, polish=True, rng=rng,
                             callback=progress if shown else None)
-        report.n_starts = n_init  # the seedings tried, whether or not each ran in full
-        labels = fit.labels
+        labels, n_starts = fit.labels, n_init  # every seeding counts, run in full or not
     report.clear()
-    return fit.means if args.model == "mixture" else fit.centers, labels, fit
+    return fit.means if args.model == "mixture" else fit.centers, labels, fit, n_starts
 
 
 def compress_summary(args, labels, n_means, fit, n_starts, seconds):
@@ -306,7 +307,7 @@ def _clusters_used(args, labels, n_means, fit, n_starts):
 
 def decompress(args, report):
     """Rebuild the image in ``args.decompress`` and write it to ``args.output``."""
-    codec.image_format_for(args.output)
+    fmt = codec.image_format_for(args.output)
     codec.check_output_path(args.output, input_path=args.decompress)
     assignments, means, img_shape = codec.read_codebook(args.decompress)
     pixels = codec.decode(assignments, means, img_shape)
@@ -318,7 +319,7 @@ def decompress(args, report):
     n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     kind = _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
     report.summary(f"wrote {args.output}: {width}x{height} {kind} "
-                   f"{codec.image_format_for(args.output)} image from {len(means)} colours, "
+                   f"{fmt} image from {len(means)} colours, "
                    f"{human_size(os.path.getsize(args.output))}")
 
 
@@ -349,9 +350,9 @@ class Reporter:
     Attributes
     ----------
     n_starts : int
-        Starts of the last fit: counted by its progress callback (a fit
-        that goes back to an earlier iteration has started again), unless
-        the caller knows better and sets it.
+        Starts of the last fit seen by its progress callback (a fit that goes
+        back to an earlier iteration has started again), to number the runs
+        in the progress lines.
     """
 
     # Seconds between two redraws of the live progress line.
