@@ -306,10 +306,10 @@ def checks(image, rows):
     if gm and mix:
         out.append(f"sklearn GaussianMixture fit / hw2 mixture end to end = "
                    f"{gm['seconds'] / mix['seconds']:.1f}x")
-    if gm and ours_gm:
+    if gm and ours_gm and mix:
         out.append(f"log-likelihood per pixel, ours - sklearn = "
                    f"{ours_gm['loglik'] - gm['loglik']:+.4f}; mean error ours / sklearn = "
-                   f"{mix['error'] / gm['error']:.3f}" if mix else "")
+                   f"{mix['error'] / gm['error']:.3f}")
     for row in rows:
         if row["name"].startswith("hw2") and row["png8"]:
             out.append(f"{row['name']}: codebook / PNG-8 = "
