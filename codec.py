@@ -173,6 +173,8 @@ def _save(image, handle, path, fmt, options):
     try:
         image.save(handle, format=fmt, **options)
     except (ValueError, KeyError, OSError, OverflowError, struct.error) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the disk, not the format (a full disk): _atomic_write says so
         # Pillow's writers refuse a size or mode their format cannot hold with these.
         width, height = image.size
         raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "

@@ -630,3 +630,16 @@ def test_stdout_closed_early_exits_1_without_traceback(tmp_path):
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
     with np.load(tmp_path / "c.npz") as archive:
         assert sorted(archive.files) == ["assignments", "img_shape", "means"]
+
+
+def test_a_full_disk_is_reported_as_such_not_as_a_format_problem(tmp_path, monkeypatch):
+    import errno
+
+    def full_disk(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(codec.CodecError, match="No space left on device") as caught:
+        codec.write_image(str(tmp_path / "out.png"), np.zeros((4, 4), dtype=np.uint8))
+    assert "Pillow cannot write" not in str(caught.value)
+    assert os.listdir(tmp_path) == []
