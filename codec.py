@@ -146,6 +146,8 @@ def write_image(path, pixels):
     The file appears whole or not at all: it is written beside ``path`` and
     then moved into place.  An image with alpha that the format cannot hold
     is composited on white; grey goes out as RGB to a format without grey.
+    JPEG is saved at quality 95, WebP losslessly.  A format whose writer
+    would store another size (ICO and ICNS icons are resized) is refused.
 
     Parameters
     ----------
@@ -159,14 +161,30 @@ def write_image(path, pixels):
     """
     fmt = image_format_for(path)
     image = Image.fromarray(pixels)
-    options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
+    options = _SAVE_OPTIONS.get(fmt, {})
     flattened = False
     if image.mode in ("LA", "RGBA") and not _can_write(fmt, image.mode):
         image, flattened = _on_white(image), True
     if image.mode == "L" and not _can_write(fmt, "L"):
         image = image.convert("RGB")
-    _atomic_write(path, lambda handle: _save(image, handle, path, fmt, options))
+    _atomic_write(path, lambda handle: _save(image, handle, path, fmt, options),
+                  check=lambda temp: _check_written_size(temp, path, fmt, image.size))
     return flattened
+
+
+_SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "WEBP": {"lossless": True}}
+
+
+def _check_written_size(temp, path, fmt, size):
+    """Refuse a file whose format stored the image at another size (icons do)."""
+    try:
+        with Image.open(temp) as written:
+            written_size = written.size
+    except Exception:  # a format Pillow writes but cannot read back (PDF, EPS): trust it
+        return
+    if written_size != size:
+        raise CodecError(f"{path}: Pillow's {fmt} writer would store this {size[0]}x{size[1]} "
+                         f"image as {written_size[0]}x{written_size[1]}; use .png, .jpg, ...")
 
 
 def _save(image, handle, path, fmt, options):
@@ -627,11 +645,13 @@ def check_output_path(path, *, input_path=None):
         raise CodecError(f"{path}: --output is the input file; refusing to overwrite it")
 
 
-def _atomic_write(path, write):
+def _atomic_write(path, write, check=None):
     """Call ``write(handle)`` on a temporary file beside ``path``, then move it there.
 
-    Whatever goes wrong, including KeyboardInterrupt or MemoryError, the
-    temporary file is removed and an existing file at ``path`` is untouched.
+    ``check(temp_path)``, if given, is called on the written file before the
+    move and may refuse it by raising.  Whatever goes wrong, including
+    KeyboardInterrupt or MemoryError, the temporary file is removed and an
+    existing file at ``path`` is untouched.
     """
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -641,6 +661,8 @@ def _atomic_write(path, write):
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        if check is not None:
+            check(temp)
         os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException as exc:

@@ -315,6 +315,9 @@ def decompress(args, report):
     if composited:
         report.note(f"note: {args.output}'s format has no transparency; "
                     "the image was composited on white")
+    if fmt == "GIF" and len(means) > 256:
+        report.note(f"note: GIF holds at most 256 colours; Pillow reduced this image's "
+                    f"up to {len(means)} colours to 256")
     height, width = pixels.shape[:2]
     n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     kind = _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]

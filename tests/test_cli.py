@@ -216,6 +216,38 @@ def test_alpha_decompressed_to_jpeg_is_flattened(tmp_path):
     assert np.abs(got[:, 12:] - (20, 40, 200)).max() <= 8
 
 
+def codebook_of(tmp_path, n_means, shape=(20, 30)):
+    """A grader-style codebook with ``n_means`` distinct RGB means, all of them used."""
+    rng = np.random.default_rng(11)
+    means = rng.choice(256 ** 3, size=n_means, replace=False)
+    means = np.stack([means // 65536, means // 256 % 256, means % 256], axis=1).astype(float)
+    assignments = rng.permutation(np.arange(shape[0] * shape[1]) % n_means)
+    path = tmp_path / "book.npz"
+    np.savez_compressed(path, assignments=assignments.astype(np.uint16), means=means,
+                        img_shape=np.array([*shape, 3]))
+    return path, means[assignments].reshape(*shape, 3).astype(np.uint8)
+
+
+def test_webp_output_is_lossless(tmp_path):
+    book, expected = codebook_of(tmp_path, 40)
+    status, _, _ = decompress(book, tmp_path / "back.webp")
+    assert status == 0
+    with Image.open(tmp_path / "back.webp") as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), expected)
+
+
+@pytest.mark.parametrize("n_means, noted", [(200, False), (300, True)])
+def test_gif_output_notes_when_colours_exceed_its_palette(tmp_path, capsys, n_means, noted):
+    book, expected = codebook_of(tmp_path, n_means)
+    status = hw2.main(["--decompress", str(book), "--output", str(tmp_path / "back.gif")])
+    err = capsys.readouterr().err
+    assert status == 0
+    assert ("GIF holds at most 256 colours" in err) == noted
+    with Image.open(tmp_path / "back.gif") as image:
+        got = np.asarray(image.convert("RGB"))
+    assert np.array_equal(got, expected) == (not noted)
+
+
 # ---------------------------------------------------------------- few colours: lossless
 
 @pytest.mark.parametrize("model", MODELS)

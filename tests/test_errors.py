@@ -242,6 +242,19 @@ def test_decompress_output_extension_is_checked_before_reading(name, words, tmp_
     assert spy_work == []
 
 
+@pytest.mark.parametrize("name", ["back.ico", "back.icns"])
+def test_decompress_to_an_icon_that_would_resize_the_image_is_refused(name, tmp_path,
+                                                                      old_output, capsys):
+    # Pillow's ICO writer shrinks a 300x200 image to at most 256 pixels a side, and its
+    # ICNS writer stretches it to 1024x1024: neither file would hold the image.
+    arrays = {"assignments": (np.arange(200 * 300) % 5).astype(np.uint8),
+              "means": np.linspace(0, 255, 15).reshape(5, 3), "img_shape": np.array([200, 300, 3])}
+    book = save_npz(tmp_path / "c.npz", **arrays)
+    out = old_output(name)
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), 1, out,
+                  "300x200", "would store", output=out)
+
+
 def test_output_that_is_the_input_is_refused(photo, spy_work, capsys):
     before = photo.read_bytes()
     assert_failed(*run(capsys, "--compress", photo, "--output", photo), 1,
