@@ -315,10 +315,12 @@ def decompress(args, report):
     if composited:
         report.note(f"note: {args.output}'s format has no transparency; "
                     "the image was composited on white")
-    if fmt == "GIF" and len(means) > 256:
-        report.note(f"note: GIF holds at most 256 colours; Pillow reduced this image's "
-                    f"up to {len(means)} colours to 256")
     height, width = pixels.shape[:2]
+    if fmt == "GIF":
+        n_colours = len(codec.distinct_colours(pixels.reshape(height * width, -1))[1])
+        if n_colours > 256:
+            report.note(f"note: GIF holds at most 256 colours; Pillow reduced this image's "
+                        f"{n_colours} colours to 256")
     n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     kind = _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
     report.summary(f"wrote {args.output}: {width}x{height} {kind} "

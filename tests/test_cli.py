@@ -243,9 +243,24 @@ def test_gif_output_notes_when_colours_exceed_its_palette(tmp_path, capsys, n_me
     err = capsys.readouterr().err
     assert status == 0
     assert ("GIF holds at most 256 colours" in err) == noted
+    assert (f"reduced this image's {n_means} colours" in err) == noted
     with Image.open(tmp_path / "back.gif") as image:
         got = np.asarray(image.convert("RGB"))
     assert np.array_equal(got, expected) == (not noted)
+
+
+def test_grey_gif_output_with_many_means_is_exact_and_not_noted(tmp_path, capsys):
+    # 300 grey means round to at most 256 levels, which a GIF palette holds exactly.
+    means = np.linspace(0, 255, 300)
+    assignments = np.arange(600) % 300
+    book = tmp_path / "grey.npz"
+    np.savez_compressed(book, assignments=assignments.astype(np.uint16), means=means,
+                        img_shape=np.array([20, 30]))
+    status = hw2.main(["--decompress", str(book), "--output", str(tmp_path / "back.gif")])
+    assert status == 0 and "GIF holds" not in capsys.readouterr().err
+    with Image.open(tmp_path / "back.gif") as image:
+        got = np.asarray(image.convert("L"))
+    assert np.array_equal(got, np.rint(means[assignments]).reshape(20, 30).astype(np.uint8))
 
 
 # ---------------------------------------------------------------- few colours: lossless
