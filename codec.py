@@ -146,8 +146,9 @@ def write_image(path, pixels):
     The file appears whole or not at all: it is written beside ``path`` and
     then moved into place.  An image with alpha that the format cannot hold
     is composited on white; grey goes out as RGB to a format without grey.
-    JPEG is saved at quality 95, WebP losslessly.  A format whose writer
-    would store another size (ICO and ICNS icons are resized) is refused.
+    JPEG is saved at quality 95, WebP losslessly, ICO at the image's own
+    size.  A format whose writer would store another size (an ICO icon over
+    256 pixels a side, ICNS icons) is refused.
 
     Parameters
     ----------
@@ -162,6 +163,12 @@ def write_image(path, pixels):
     fmt = image_format_for(path)
     image = Image.fromarray(pixels)
     options = _SAVE_OPTIONS.get(fmt, {})
+    if fmt == "ICO":  # by default it stores only the standard icon sizes under the image's
+        if max(image.size) > _ICO_MAX_SIDE:
+            raise CodecError(f"{path}: an .ico icon holds at most {_ICO_MAX_SIDE}x{_ICO_MAX_SIDE} "
+                             f"pixels, this image is {image.size[0]}x{image.size[1]}; "
+                             "use .png, .jpg, ...")
+        options = {"sizes": [image.size]}
     flattened = False
     if image.mode in ("LA", "RGBA") and not _can_write(fmt, image.mode):
         image, flattened = _on_white(image), True
@@ -173,6 +180,7 @@ def write_image(path, pixels):
 
 
 _SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "WEBP": {"lossless": True}}
+_ICO_MAX_SIDE = 256
 
 
 def _check_written_size(temp, path, fmt, size):

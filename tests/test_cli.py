@@ -228,11 +228,14 @@ def codebook_of(tmp_path, n_means, shape=(20, 30)):
     return path, means[assignments].reshape(*shape, 3).astype(np.uint8)
 
 
-def test_webp_output_is_lossless(tmp_path):
+@pytest.mark.parametrize("extension", [".webp", ".ico"])
+def test_webp_and_small_ico_outputs_are_exact(tmp_path, extension):
+    # WebP is saved losslessly; an icon of 30x20 keeps that size (Pillow's ICO writer
+    # would otherwise store only the standard sizes below it, such as 24x16).
     book, expected = codebook_of(tmp_path, 40)
-    status, _, _ = decompress(book, tmp_path / "back.webp")
+    status, _, _ = decompress(book, tmp_path / f"back{extension}")
     assert status == 0
-    with Image.open(tmp_path / "back.webp") as image:
+    with Image.open(tmp_path / f"back{extension}") as image:
         assert np.array_equal(np.asarray(image.convert("RGB")), expected)
 
 

@@ -242,17 +242,18 @@ def test_decompress_output_extension_is_checked_before_reading(name, words, tmp_
     assert spy_work == []
 
 
-@pytest.mark.parametrize("name", ["back.ico", "back.icns"])
-def test_decompress_to_an_icon_that_would_resize_the_image_is_refused(name, tmp_path,
-                                                                      old_output, capsys):
-    # Pillow's ICO writer shrinks a 300x200 image to at most 256 pixels a side, and its
-    # ICNS writer stretches it to 1024x1024: neither file would hold the image.
+@pytest.mark.parametrize("name, words", [("back.ico", ["at most 256x256", "300x200"]),
+                                         ("back.icns", ["would store", "300x200"])])
+def test_decompress_to_an_icon_that_cannot_hold_the_image_is_refused(name, words, tmp_path,
+                                                                     old_output, capsys):
+    # An .ico icon holds at most 256x256 pixels (Pillow's writer would shrink the image),
+    # and Pillow's ICNS writer stretches any image to 1024x1024.
     arrays = {"assignments": (np.arange(200 * 300) % 5).astype(np.uint8),
               "means": np.linspace(0, 255, 15).reshape(5, 3), "img_shape": np.array([200, 300, 3])}
     book = save_npz(tmp_path / "c.npz", **arrays)
     out = old_output(name)
-    assert_failed(*run(capsys, "--decompress", book, "--output", out), 1, out,
-                  "300x200", "would store", output=out)
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), 1, out, *words,
+                  output=out)
 
 
 def test_output_that_is_the_input_is_refused(photo, spy_work, capsys):
