@@ -163,7 +163,7 @@ def write_image(path, pixels):
     fmt = image_format_for(path)
     image = Image.fromarray(pixels)
     options = _SAVE_OPTIONS.get(fmt, {})
-    if fmt == "ICO":  # by default it stores only the standard icon sizes under the image's
+    if fmt == "ICO":  # Pillow's default: only the standard icon sizes that fit inside it
         if max(image.size) > _ICO_MAX_SIDE:
             raise CodecError(f"{path}: an .ico icon holds at most {_ICO_MAX_SIDE}x{_ICO_MAX_SIDE} "
                              f"pixels, this image is {image.size[0]}x{image.size[1]}; "
