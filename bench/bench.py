@@ -233,14 +233,18 @@ def _png_bytes(image, optimize):
     return out.getvalue()
 
 
+def hw2_command(image, k, model, out):
+    """The command line that compresses ``image`` into ``out``, quietly."""
+    return [sys.executable, "hw2.py", "--compress", image, "--clusters", str(k),
+            "--model", model, "--output", out, "-q"]
+
+
 def run_candidate(name, image, k, tmp, pixels, **options):
     """Run one candidate on one image; return its row of measurements."""
     out = os.path.join(tmp, "result.npz")
     if name.startswith("hw2"):
         model = name.split()[-1]
-        cmd = [sys.executable, "hw2.py", "--compress", image, "--clusters", str(k),
-               "--model", model, "--output", out, "-q"]
-        seconds, rss, stdout = measured(cmd)
+        seconds, rss, stdout = measured(hw2_command(image, k, model, out))
         with np.load(out) as codebook:
             labels, means = codebook["assignments"], codebook["means"]
         extra = {"printed": float(stdout.split()[-1])}
@@ -371,9 +375,7 @@ def scaling_tables(tmp, k):
             mp = opened.size[0] * opened.size[1] / 1e6
         cells = []
         for model in models:
-            seconds, rss, _ = measured([sys.executable, "hw2.py", "--compress", image,
-                                        "--clusters", str(k), "--model", model,
-                                        "--output", out, "-q"])
+            seconds, rss, _ = measured(hw2_command(image, k, model, out))
             cells.append(f"{seconds:.2f} | {rss:.0f} | {seconds / mp:.3f}")
             print(f"  {os.path.basename(image)} {model}: {seconds:.2f} s {rss:.0f} MB",
                   file=sys.stderr, flush=True)
@@ -385,9 +387,7 @@ def scaling_tables(tmp, k):
     for n_clusters in K_SWEEP:
         cells = []
         for model in models:
-            seconds, rss, _ = measured([sys.executable, "hw2.py", "--compress", image,
-                                        "--clusters", str(n_clusters), "--model", model,
-                                        "--output", out, "-q"])
+            seconds, rss, _ = measured(hw2_command(image, n_clusters, model, out))
             cells.append(f"{seconds:.2f} | {rss:.0f}")
             print(f"  k={n_clusters} {model}: {seconds:.2f} s {rss:.0f} MB", file=sys.stderr,
                   flush=True)
