@@ -46,6 +46,9 @@ import kmeans
 # background, a logo) a finite, well-conditioned Gaussian.
 REG_COVAR = 1.0 / 12.0
 
+# The largest number of components the command line accepts (hw2.py refuses more up front).
+MAX_COMPONENTS = 1 << 16
+
 # Blocks of rows for the E- and M-steps: at most this many multiply-adds per
 # matrix product and this many rows.  OpenBLAS runs a matrix product of at most
 # 2**18 multiply-adds, and a dot product of at most 10000 elements, on one

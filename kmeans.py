@@ -62,6 +62,81 @@ _SCREEN_ITER = 5
 _BOUND_SLACK = 1e-9
 
 
+# The largest number of clusters the command line accepts (hw2.py refuses more up front).
+MAX_CLUSTERS = 1 << 16
+
+
+class Progress(NamedTuple):
+    """What a fit passes to its ``callback`` as it goes (k-means and the mixture alike).
+
+    Attributes
+    ----------
+    stage : str
+        What is running, in a word or two a person reads: ``"seeding"``,
+        ``"coarse"`` (the fit on the colour histogram), ``"exact"`` (on the
+        distinct colours), ``"EM"``, ...
+    run : int
+        Which start this is, from 1.
+    n_runs : int
+        How many starts this stage runs in all.
+    iteration : int
+        Steps done in this stage and run (centres chosen, while seeding).
+    max_iter : int
+        The most steps this stage and run can take.
+    value : float
+        The objective per unit of weight (k-means: mean squared distance) or
+        the mean log-likelihood per sample (mixture); NaN when there is none yet.
+    """
+
+    stage: str
+    run: int
+    n_runs: int
+    iteration: int
+    max_iter: int
+    value: float
+
+
+def coarse_histogram(X, weights, width):
+    """Pool the samples into the cells of a grid: the cells' weighted means and weights.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    weights : ndarray of shape (n_samples,)
+        Non-negative sample weights.
+    width : float
+        Side of a grid cell, in the units of ``X`` (for 0..255 colours, 8 pools
+        5 bits a channel and 4 pools 6 bits).
+
+    Returns
+    -------
+    cell_means : ndarray of shape (n_cells, n_features)
+        Weighted mean of the samples of each occupied cell (its plain mean if
+        all its weights are zero).
+    cell_weights : ndarray of shape (n_cells,)
+        Summed weight of each occupied cell.
+    cell_of_sample : ndarray of shape (n_samples,)
+        Row of ``cell_means`` holding each sample.
+    """
+    coords = np.floor((X - X.min(axis=0)) / width).astype(np.int64)
+    dims = coords.max(axis=0) + 1
+    if np.prod(dims.astype(float)) < 2.0 ** 62:
+        keys = np.ravel_multi_index(coords.T, dims)
+        _, cell_of_sample = np.unique(keys, return_inverse=True)
+    else:
+        _, cell_of_sample = np.unique(coords, axis=0, return_inverse=True)
+    cell_of_sample = cell_of_sample.reshape(-1)
+    n_cells = int(cell_of_sample.max()) + 1
+    cell_weights = np.bincount(cell_of_sample, weights=weights, minlength=n_cells)
+    # A cell whose samples all weigh nothing still needs a mean: their plain one.
+    pooling = np.where(cell_weights[cell_of_sample] > 0, weights, 1.0)
+    totals = np.bincount(cell_of_sample, weights=pooling, minlength=n_cells)
+    cell_means = np.stack([np.bincount(cell_of_sample, weights=pooling * X[:, j],
+                                       minlength=n_cells)
+                           for j in range(X.shape[1])], axis=1) / totals[:, None]
+    return cell_means, cell_weights, cell_of_sample
+
+
 class KMeansResult(NamedTuple):
     """What :func:`kmeans` returns.
 
