@@ -49,7 +49,7 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 # ---------------------------------------------------------------- images
 
-def read_image(path):
+def read_image(path, notes=None):
     """Read an image as the array of pixels to quantize.
 
     The image is turned upright per its EXIF orientation.  Grey stays one
@@ -62,12 +62,16 @@ def read_image(path):
     Parameters
     ----------
     path : str
+    notes : list of str, optional
+        Where to append one line for each thing a user would not expect
+        (the image was turned upright per its EXIF orientation, ...).
 
     Returns
     -------
     ndarray of shape (H, W) or (H, W, C), uint8
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
+    notes = [] if notes is None else notes
     _refuse_special_file(path, "an image")
     try:
         with warnings.catch_warnings():
@@ -77,7 +81,10 @@ def read_image(path):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _opening(path, "an image"), Image.open(path) as image:
                 image.load()
-                return _as_pixels(ImageOps.exif_transpose(image))
+                upright = ImageOps.exif_transpose(image)
+                if _orientation(image) not in (None, 1):
+                    notes.append(_upright_note(path, image, upright))
+                return _as_pixels(upright)
     except UnidentifiedImageError:
         raise CodecError(f"{path}: not an image file Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -87,6 +94,21 @@ def read_image(path):
         # a TIFF whose tags hold bytes where numbers belong).
         raise CodecError(f"{path}: cannot decode the image, the file is damaged or "
                          f"truncated ({exc})") from None
+
+
+def _orientation(image):
+    """The EXIF orientation tag of an open image (1 is upright), or None."""
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # damaged EXIF: Pillow's exif_transpose ignores it too
+        return None
+
+
+def _upright_note(path, image, upright):
+    """The note for an image turned per its EXIF orientation."""
+    (width, height), (up_width, up_height) = image.size, upright.size
+    return (f"{path} was turned upright per its EXIF orientation {_orientation(image)}: "
+            f"stored as {width}x{height}, read as {up_width}x{up_height}")
 
 
 @contextlib.contextmanager
