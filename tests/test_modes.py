@@ -88,12 +88,18 @@ def mode_CMYK():
     return image, ".tif", {}, expected
 
 
-def mode_YCbCr():
-    # Neutral chroma (Cb = Cr = 128) makes R = G = B = Y.
+def ycbcr_image():
+    """A YCbCr image of neutral chroma (Cb = Cr = 128), which makes R = G = B = Y."""
     luma = (X * 30 + Y * 5).astype(np.uint8)
     image = Image.fromarray(np.dstack([luma, np.full_like(luma, 128), np.full_like(luma, 128)]),
                             mode="YCbCr")
-    return image, ".tif", {}, np.dstack([luma] * 3)
+    return image, np.dstack([luma] * 3)
+
+
+def mode_YCbCr():
+    # LZW-compressed: every Pillow from 10.3 on decodes it (an uncompressed one, only 13+).
+    image, expected = ycbcr_image()
+    return image, ".tif", {"compression": "tiff_lzw"}, expected
 
 
 def mode_I16():
@@ -123,7 +129,12 @@ def make_image(tmp_path, name):
     path = tmp_path / f"mode{ext}"
     image.save(path, **options)
     with Image.open(path) as reread:  # the file really holds the mode under test
-        assert reread.mode == name.split("+")[0]
+        if name == "YCbCr":
+            # Pillow hands a compressed YCbCr TIFF over already turned to RGB; the file's
+            # PhotometricInterpretation tag (262) says what it holds, and 6 is YCbCr.
+            assert reread.tag_v2[262] == 6
+        else:
+            assert reread.mode == name.split("+")[0]
         assert ("transparency" in reread.info) == name.endswith("+transparency")
     return path, expected
 
@@ -198,6 +209,25 @@ def test_mode_through_each_model_and_back(name, model, tmp_path, capsys):
     clusters = max(1, min(3, n_colours - 1))  # fewer than the colours: the model runs
     recon, error = check_round_trip(capsys, tmp_path, path, expected, model, clusters)
     assert error > 0
+
+
+def test_uncompressed_ycbcr_tiff_is_read_right_or_refused_cleanly(tmp_path, capsys):
+    # Pillow 13 opens an uncompressed YCbCr TIFF as mode YCbCr, which hw2 turns to RGB;
+    # older Pillow cannot decode one, and hw2 must then say so in one line.
+    image, expected = ycbcr_image()
+    path = tmp_path / "raw.tif"
+    image.save(path, compression="raw")
+    status = hw2.main(["--compress", str(path), "--output", str(tmp_path / "c.npz"), "-q",
+                       "--clusters", str(hw2.MAX_CLUSTERS)])
+    captured = capsys.readouterr()
+    if status == 0:
+        assert captured.out == "Reconstruction error is 0.0\n"
+        np.testing.assert_array_equal(rebuilt(tmp_path / "c.npz"), expected)
+    else:
+        assert status == 1 and captured.out == ""
+        assert captured.err.startswith(f"hw2: error: {path}: cannot decode the image")
+        assert len(captured.err.splitlines()) == 1
+        assert not (tmp_path / "c.npz").exists()
 
 
 # --- EXIF orientation -------------------------------------------------------------------
