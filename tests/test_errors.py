@@ -9,6 +9,7 @@ import builtins
 import io
 import math
 import os
+import shutil
 import zipfile
 import zlib
 
@@ -592,20 +593,18 @@ def test_failed_codebook_write_leaves_no_trace(failure, status, message, photo, 
     assert sorted(p.name for p in out.parent.iterdir()) == ["c.npz", "photo.png"]
 
 
-def fail_saving_to_files(monkeypatch, fail):
-    """Make Pillow's ``save`` call ``fail(handle)`` when it writes to a file.
+def fail_saving(monkeypatch, fail, tmp_path, pixels, ext):
+    """Make Pillow's ``save`` call ``fail(handle)``, once codec has written ``pixels``.
 
-    Saves into memory still work: codec probes once per format and mode whether
-    Pillow can write it (and remembers the answer), and that probe must not see
-    this test's failure, or later tests would inherit it.
+    codec asks Pillow once per format and mode whether it can write them and
+    remembers the answer; writing the same kind of image first, with the real
+    ``save``, keeps that answer true, so later tests do not inherit this failure.
     """
-    real_save = Image.Image.save
-
-    def save(image, fp, *args, **kwargs):
-        if isinstance(fp, io.BytesIO):
-            return real_save(image, fp, *args, **kwargs)
-        return fail(fp)
-    monkeypatch.setattr(Image.Image, "save", save)
+    warm_up = tmp_path / "warm-up"
+    warm_up.mkdir()
+    codec.write_image(str(warm_up / f"image{ext}"), pixels)
+    shutil.rmtree(warm_up)
+    monkeypatch.setattr(Image.Image, "save", lambda image, fp, *args, **kwargs: fail(fp))
 
 
 @pytest.mark.parametrize("failure, status", [(KeyboardInterrupt, 130), (MemoryError, 1)])
@@ -617,7 +616,7 @@ def test_failed_image_write_leaves_no_trace(failure, status, tmp_path, old_outpu
     def half_saved(handle):
         handle.write(b"\x89PNG partial")
         raise failure
-    fail_saving_to_files(monkeypatch, half_saved)
+    fail_saving(monkeypatch, half_saved, tmp_path, np.zeros((3, 4, 3), np.uint8), ".png")
     result_status, stdout, err = run(capsys, "--decompress", book, "--output", out)
     assert result_status == status and stdout == "" and len(err.splitlines()) == 1
     assert out.read_bytes() == OLD_BYTES
@@ -672,8 +671,9 @@ def test_a_full_disk_is_reported_as_such_not_as_a_format_problem(tmp_path, monke
     def full_disk(handle):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    fail_saving_to_files(monkeypatch, full_disk)
+    pixels = np.zeros((4, 4), dtype=np.uint8)
+    fail_saving(monkeypatch, full_disk, tmp_path, pixels, ".png")
     with pytest.raises(codec.CodecError, match="No space left on device") as caught:
-        codec.write_image(str(tmp_path / "out.png"), np.zeros((4, 4), dtype=np.uint8))
+        codec.write_image(str(tmp_path / "out.png"), pixels)
     assert "Pillow cannot write" not in str(caught.value)
     assert os.listdir(tmp_path) == []
