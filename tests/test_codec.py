@@ -204,7 +204,9 @@ def test_write_image_composites_alpha_on_white_for_jpeg(tmp_path):
 def test_read_image_keeps_grey_and_alpha(tmp_path, mode, channels):
     shape = (5, 8) if channels is None else (5, 8, channels)
     pixels = np.random.default_rng(7).integers(0, 256, size=shape, dtype=np.uint8)
-    path = save(tmp_path, "in.png", Image.fromarray(pixels, mode=mode))
+    image = Image.fromarray(pixels)
+    assert image.mode == mode
+    path = save(tmp_path, "in.png", image)
     got = codec.read_image(path)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, pixels)  # L stays 2-D; alpha is the last channel

@@ -83,7 +83,7 @@ def mode_CMYK():
     # With K = 0 a pixel is (255 - C, 255 - M, 255 - Y); with K = 255 it is black.
     cmy = np.dstack([X * 30, Y * 40, (X + Y) * 9]).astype(np.uint8)
     black = np.where(X == 3, 255, 0).astype(np.uint8)
-    image = Image.fromarray(np.dstack([cmy, black]), mode="CMYK")
+    image = Image.frombytes("CMYK", (W, H), np.dstack([cmy, black]).tobytes())
     expected = np.where(black[..., None] == 255, 0, 255 - cmy).astype(np.uint8)
     return image, ".tif", {}, expected
 
@@ -91,8 +91,8 @@ def mode_CMYK():
 def ycbcr_image():
     """A YCbCr image of neutral chroma (Cb = Cr = 128), which makes R = G = B = Y."""
     luma = (X * 30 + Y * 5).astype(np.uint8)
-    image = Image.fromarray(np.dstack([luma, np.full_like(luma, 128), np.full_like(luma, 128)]),
-                            mode="YCbCr")
+    ycbcr = np.dstack([luma, np.full_like(luma, 128), np.full_like(luma, 128)])
+    image = Image.frombytes("YCbCr", (W, H), ycbcr.tobytes())
     return image, np.dstack([luma] * 3)
 
 
