@@ -133,6 +133,11 @@ def make_image(tmp_path, name):
             # Pillow hands a compressed YCbCr TIFF over already turned to RGB; the file's
             # PhotometricInterpretation tag (262) says what it holds, and 6 is YCbCr.
             assert reread.tag_v2[262] == 6
+        elif name == "I;16":
+            # Pillow before 10.3 opens a 16-bit grey PNG as 32-bit "I"; the PNG header
+            # says what the file holds: bit depth 16 (byte 24), colour type 0, grey (byte 25).
+            header = path.read_bytes()[:26]
+            assert header[12:16] == b"IHDR" and header[24] == 16 and header[25] == 0
         else:
             assert reread.mode == name.split("+")[0]
         assert ("transparency" in reread.info) == name.endswith("+transparency")
