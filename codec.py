@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import struct
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -522,12 +523,19 @@ _PNG_TEXT_LIMIT = 256 << 20
 def write_image(path, pixels):
     """Write pixels to ``path`` in the format its extension names.
 
-    The file appears whole or not at all: it is written beside ``path`` and
-    then moved into place.  An image with alpha that the format cannot hold
-    is composited on white; grey goes out as RGB to a format without grey.
-    JPEG is saved at quality 95, WebP losslessly, ICO at the image's own
-    size.  A format whose writer would store another size (an ICO icon over
-    256 pixels a side, ICNS icons) is refused.
+    The image is encoded in memory first, so no encoder ever meets a full
+    disk; the bytes are then written beside ``path`` and moved into place, so
+    the file appears whole or not at all.  Alpha is kept where the format
+    holds it exactly (checked by a round trip in memory); otherwise the image
+    is composited on white.  GIF holds one fully transparent colour at most,
+    never partial alpha, so an image with alpha goes to GIF composited.  Grey
+    goes out as RGB to a format without grey.  JPEG and MPO are saved at
+    quality 95, WebP losslessly, ICO at the image's own size.  Refused before
+    anything is written: a size the format cannot hold (JPEG and PDF: 65,500
+    pixels a side; WebP: 16,383; an ICO icon: 256), a writer that would store
+    another size (ICNS), AVIF (Pillow cannot write it losslessly), and colour
+    (or grey) images to ``.pgm`` (or ``.pbm``), whose names promise grey (or
+    black and white).
 
     Parameters
     ----------
@@ -541,31 +549,76 @@ def write_image(path, pixels):
     """
     fmt = image_format_for(path)
     image = Image.fromarray(pixels)
-    options = _SAVE_OPTIONS.get(fmt, {})
+    _check_size_for_format(path, fmt, image.size)
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
     if fmt == "ICO":  # Pillow's default: only the standard icon sizes that fit inside it
-        if max(image.size) > _ICO_MAX_SIDE:
-            raise CodecError(f"{path}: an .ico icon holds at most {_ICO_MAX_SIDE}x{_ICO_MAX_SIDE} "
-                             f"pixels, this image is {image.size[0]}x{image.size[1]}; "
-                             "use .png, .jpg, ...")
         options = {"sizes": [image.size]}
     flattened = False
-    if image.mode in ("LA", "RGBA") and not _can_write(fmt, image.mode):
-        image, flattened = _on_white(image), True
+    if image.mode in ("LA", "RGBA") and not _keeps(fmt, image.mode):
+        if image.mode == "LA" and _keeps(fmt, "RGBA"):
+            image = image.convert("RGBA")
+        else:
+            image, flattened = _on_white(image), True
     if image.mode == "L" and not _can_write(fmt, "L"):
         image = image.convert("RGB")
-    _atomic_write(path, lambda handle: _save(image, handle, path, fmt, options),
-                  check=lambda temp: _check_written_size(temp, path, fmt, image.size))
+    image = _netpbm_image(path, image)
+    encoded = _encode(image, path, fmt, options)
+    _check_written_size(encoded, path, fmt, image.size)
+    _atomic_write(path, lambda handle: handle.write(encoded))
     return flattened
 
 
-_SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "WEBP": {"lossless": True}}
+_SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "MPO": {"quality": JPEG_QUALITY},
+                 "WEBP": {"lossless": True, "exact": True}}
 _ICO_MAX_SIDE = 256
+# Largest width or height each format's encoder takes (libjpeg: 65,500; PDF
+# stores grey and colour as JPEG; libwebp: 16,383); beyond, libjpeg prints its
+# own line on stderr before failing.
+_MAX_SIDE = {"JPEG": 65_500, "MPO": 65_500, "PDF": 65_500, "WEBP": 16_383}
 
 
-def _check_written_size(temp, path, fmt, size):
-    """Refuse a file whose format stored the image at another size (icons do)."""
+def _check_size_for_format(path, fmt, size):
+    """Refuse an image larger than ``fmt`` can hold, before encoding it."""
+    width, height = size
+    if fmt == "ICO" and max(size) > _ICO_MAX_SIDE:
+        raise CodecError(f"{path}: an .ico icon holds at most {_ICO_MAX_SIDE}x{_ICO_MAX_SIDE} "
+                         f"pixels, this image is {width}x{height}; use .png, .jpg, ...")
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(size) > limit:
+        raise CodecError(f"{path}: {fmt} holds at most {limit:,} pixels a side, this image "
+                         f"is {width}x{height}; use .png or .tif")
+
+
+def _netpbm_image(path, image):
+    """The image for a ``.pbm`` (black and white) or ``.pgm`` (grey) file, or refuse.
+
+    Pillow picks the Netpbm kind from the image, not the name: a colour image
+    would go into a ``.pgm`` as a pixmap that grey-only readers reject.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".pbm", ".pgm"):
+        return image
+    if image.mode != "L":
+        raise CodecError(f"{path}: a {ext} file holds a {_NETPBM_KINDS[ext]} image, this one "
+                         f"is {_MODE_NAMES.get(image.mode, image.mode)}; use .ppm or .png")
+    if ext == ".pgm":
+        return image
+    levels = np.unique(np.asarray(image))
+    if not np.isin(levels, (0, 255)).all():
+        raise CodecError(f"{path}: a .pbm file holds a black-and-white image, this one has "
+                         f"{len(levels)} grey levels; use .pgm or .png")
+    return image.convert("1")
+
+
+_NETPBM_KINDS = {".pbm": "black-and-white", ".pgm": "grey"}
+_MODE_NAMES = {"RGB": "colour (RGB)", "RGBA": "colour with alpha (RGBA)",
+               "LA": "grey with alpha"}
+
+
+def _check_written_size(encoded, path, fmt, size):
+    """Refuse an encoding whose format stored the image at another size (icons do)."""
     try:
-        with Image.open(temp) as written:
+        with Image.open(io.BytesIO(encoded)) as written:
             written_size = written.size
     except Exception:  # a format Pillow writes but cannot read back (PDF, EPS): trust it
         return
@@ -574,16 +627,62 @@ def _check_written_size(temp, path, fmt, size):
                          f"image as {written_size[0]}x{written_size[1]}; use .png, .jpg, ...")
 
 
-def _save(image, handle, path, fmt, options):
+def _encode(image, path, fmt, options):
+    """The bytes of ``image`` saved as ``fmt``; what a C library prints is kept quiet."""
+    buffer = io.BytesIO()
+    with _stderr_captured() as captured:
+        try:
+            image.save(buffer, format=fmt, **options)
+        except (ValueError, KeyError, OSError, OverflowError, struct.error) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system
+            # Pillow's writers refuse a size or mode their format cannot hold with these.
+            width, height = image.size
+            said = " ".join(captured.text().split())
+            raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
+                             f"image as {fmt} ({exc}{'; ' + said if said else ''})") from None
+    return buffer.getvalue()
+
+
+class _Captured:
+    """What was written on file descriptor 2 while it was captured."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def text(self):
+        if self.file is None:
+            return ""
+        self.file.seek(0)
+        return self.file.read(_CAPTURE_LIMIT).decode("utf-8", "replace")
+
+
+_CAPTURE_LIMIT = 4096
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """Send file descriptor 2 to a temporary file (libjpeg prints there directly).
+
+    Yields a :class:`_Captured`; when fd 2 is closed or cannot be moved,
+    nothing is captured and nothing changes.
+    """
     try:
-        image.save(handle, format=fmt, **options)
-    except (ValueError, KeyError, OSError, OverflowError, struct.error) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the disk, not the format (a full disk): _atomic_write says so
-        # Pillow's writers refuse a size or mode their format cannot hold with these.
-        width, height = image.size
-        raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
-                         f"image as {fmt} ({exc})") from None
+        saved = os.dup(2)
+    except OSError:
+        yield _Captured(None)
+        return
+    try:
+        with tempfile.TemporaryFile() as file:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(file.fileno(), 2)
+            try:
+                yield _Captured(file)
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def image_format_for(path):
@@ -598,6 +697,9 @@ def image_format_for(path):
     str
         The format name, e.g. ``"PNG"``.
     """
+    if path == "-":
+        raise CodecError("-: hw2 writes its output to a file, not to standard output; "
+                         "give a file name for --output")
     Image.init()
     ext = os.path.splitext(path)[1].lower()
     if not ext:
@@ -607,6 +709,9 @@ def image_format_for(path):
     if fmt is None or not (_can_write(fmt, "RGB") or _can_write(fmt, "L")):
         raise CodecError(f"{path}: Pillow cannot write images with extension {ext!r} "
                          "(use .png, .jpg, ...)")
+    if fmt == "AVIF":
+        raise CodecError(f"{path}: Pillow cannot write AVIF without changing the colours "
+                         "(no lossless mode); use .png or .webp (written losslessly)")
     return fmt
 
 
@@ -620,6 +725,28 @@ def _can_write(fmt, mode):
     except Exception:  # a probe: whatever the plugin raises means "cannot"
         return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _keeps(fmt, mode):
+    """Whether a ``mode`` image saved as ``fmt`` reads back exactly, alpha included.
+
+    Tried in memory on a few pixels with partial alpha.  A format Pillow
+    cannot read back (PDF, EPS) does not count as keeping anything.
+    """
+    shape = (4, 5) if mode == "L" else (4, 5, len(mode))
+    probe = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(probe, mode=mode).save(buffer, format=fmt,
+                                               **_SAVE_OPTIONS.get(fmt, {}))
+        with Image.open(io.BytesIO(buffer.getvalue())) as back:
+            has_alpha = back.mode in ("LA", "RGBA", "PA") or "transparency" in back.info
+            if has_alpha != mode.endswith("A"):
+                return False
+            return np.array_equal(np.asarray(back.convert(mode)), probe)
+    except Exception:  # a probe: whatever the plugin raises means "no"
+        return False
 
 
 def _on_white(image):
@@ -1016,20 +1143,43 @@ def decode(assignments, means, img_shape):
 def check_output_path(path, *, input_path=None):
     """Raise CodecError if ``path`` cannot receive an output file.
 
-    Checked before any work starts: the folder must exist and be writable,
-    the path must not be a folder, and it must not be the input file.
+    Checked before any work starts: ``-`` is refused (hw2 writes files), the
+    path must name a regular file or nothing yet (never a folder, a device, a
+    pipe or a socket, which replacing would destroy), its name must not be too
+    long, its folder must exist and be writable, and it must not be the
+    input file.  A symbolic link is followed: its target is what gets written.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+    if path == "-":
+        raise CodecError("-: hw2 writes its output to a file, not to standard output; "
+                         "give a file name for --output")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None  # a new file (or a dangling link: its target is created)
+    except OSError as exc:
+        raise CodecError(f"{path}: {_path_problem(path, exc, 'a file')}") from None
+    if mode is not None and stat.S_ISDIR(mode):
         raise CodecError(f"{path}: is a directory; give a file name for --output")
+    if path.endswith(("/", os.sep)):
+        raise CodecError(f"{path}: ends with '/', so it names a directory; give a file "
+                         "name for --output")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise CodecError(f"{path}: not a regular file (a device, a pipe or a socket); "
+                         "hw2 writes only regular files and will not replace it")
+    folder = os.path.dirname(_output_target(path))
     if not os.path.isdir(folder):
         what = "is not a folder" if os.path.exists(folder) else "does not exist"
         raise CodecError(f"{path}: the folder {folder} {what}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CodecError(f"{path}: cannot write in the folder {folder} (permission denied)")
-    if input_path is not None and os.path.exists(path) and os.path.exists(input_path) \
+    if input_path is not None and mode is not None and os.path.exists(input_path) \
             and os.path.samefile(path, input_path):
         raise CodecError(f"{path}: --output is the input file; refusing to overwrite it")
+
+
+def _output_target(path):
+    """The absolute path a write to ``path`` replaces: a symbolic link's target."""
+    return os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
 
 
 def _atomic_write(path, write, check=None):
@@ -1038,26 +1188,41 @@ def _atomic_write(path, write, check=None):
     ``check(temp_path)``, if given, is called on the written file before the
     move and may refuse it by raising.  Whatever goes wrong, including
     KeyboardInterrupt or MemoryError, the temporary file is removed and an
-    existing file at ``path`` is untouched.
+    existing file at ``path`` is untouched.  A symbolic link at ``path`` is
+    followed (its target is replaced, the link stays); a file replaced keeps
+    its permission bits.
     """
-    folder = os.path.dirname(os.path.abspath(path))
+    target = _output_target(path)
     try:
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".hw2-", suffix=".part")
+        permissions = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        permissions = 0o666 & ~_umask()
+    try:
+        fd, temp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".hw2-",
+                                    suffix=".part")
     except OSError as exc:
-        raise CodecError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise CodecError(f"{path}: {_cannot_write(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         if check is not None:
             check(temp)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
+        os.chmod(temp, permissions)
+        os.replace(temp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         if isinstance(exc, OSError):
-            raise CodecError(f"{path}: cannot write ({exc})") from None
+            raise CodecError(f"{path}: {_cannot_write(exc)}") from None
         raise
+
+
+def _cannot_write(exc):
+    """The message for an OSError met while writing: what the system said."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EFBIG:
+        reason += " (over a file-size limit: the shell's ulimit -f, or the file system's)"
+    return f"cannot write: {reason}"
 
 
 def _umask():

@@ -215,7 +215,7 @@ def test_output_folder_that_is_a_file(photo, old_output, capsys):
     not_a_folder = old_output("notes.txt")
     out = not_a_folder / "c.npz"
     assert_failed(*run(capsys, "--compress", photo, "--output", out), 1,
-                  out, "is not a folder", output=not_a_folder)
+                  out, "not a directory", output=not_a_folder)
 
 
 @pytest.mark.parametrize("suffix", ["", "/"])
