@@ -33,6 +33,12 @@ import zipfile
 import zlib
 from typing import NamedTuple
 
+try:
+    from lzma import LZMAError as _LZMAError
+except ImportError:  # Python built without lzma: zipfile cannot read such members
+    class _LZMAError(Exception):
+        """Never raised."""
+
 import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
@@ -697,9 +703,7 @@ def image_format_for(path):
     str
         The format name, e.g. ``"PNG"``.
     """
-    if path == "-":
-        raise CodecError("-: hw2 writes its output to a file, not to standard output; "
-                         "give a file name for --output")
+    _check_output_name(path)  # a wrong name ("x.png/", a loop) has no meaningful extension
     Image.init()
     ext = os.path.splitext(path)[1].lower()
     if not ext:
@@ -955,7 +959,7 @@ def read_codebook(path):
     except NotImplementedError as exc:  # zipfile: a zip feature it lacks
         raise CodecError(f"{path}: not a readable .npz codebook: the zip archive uses "
                          f"a feature that cannot be read ({exc})") from None
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
+    except (OSError, EOFError, ValueError, zlib.error, _LZMAError) as exc:
         raise CodecError(f"{path}: not a readable .npz codebook ({exc})") from None
 
 
@@ -1007,11 +1011,16 @@ def _member(path, archive, key):
             continue
         if info.flag_bits & 0x1:
             raise CodecError(f"{path}: {key} is encrypted")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        if info.compress_type not in _ZIP_METHODS:
             raise CodecError(f"{path}: {key} uses zip compression method "
-                             f"{info.compress_type}; only stored and deflated are read")
+                             f"{info.compress_type}; only stored, deflated, bzip2 and "
+                             "lzma are read")
         return info
     return None
+
+
+# What np.load reads (bzip2 and lzma: when Python has the bz2 and lzma modules).
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 class _Header(NamedTuple):
@@ -1149,6 +1158,24 @@ def check_output_path(path, *, input_path=None):
     long, its folder must exist and be writable, and it must not be the
     input file.  A symbolic link is followed: its target is what gets written.
     """
+    mode = _check_output_name(path)
+    folder = os.path.dirname(_output_target(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise CodecError(f"{path}: the folder {folder} {what}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CodecError(f"{path}: cannot write in the folder {folder} (permission denied)")
+    if input_path is not None and mode is not None and os.path.exists(input_path) \
+            and os.path.samefile(path, input_path):
+        raise CodecError(f"{path}: --output is the input file; refusing to overwrite it")
+
+
+def _check_output_name(path):
+    """Refuse an output path whose name alone is wrong; its mode if it exists, else None.
+
+    Wrong: ``-``, a name too long, a symbolic-link loop, a file used as a
+    folder, a folder, a device, a pipe or a socket.
+    """
     if path == "-":
         raise CodecError("-: hw2 writes its output to a file, not to standard output; "
                          "give a file name for --output")
@@ -1166,15 +1193,7 @@ def check_output_path(path, *, input_path=None):
     if mode is not None and not stat.S_ISREG(mode):
         raise CodecError(f"{path}: not a regular file (a device, a pipe or a socket); "
                          "hw2 writes only regular files and will not replace it")
-    folder = os.path.dirname(_output_target(path))
-    if not os.path.isdir(folder):
-        what = "is not a folder" if os.path.exists(folder) else "does not exist"
-        raise CodecError(f"{path}: the folder {folder} {what}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CodecError(f"{path}: cannot write in the folder {folder} (permission denied)")
-    if input_path is not None and mode is not None and os.path.exists(input_path) \
-            and os.path.samefile(path, input_path):
-        raise CodecError(f"{path}: --output is the input file; refusing to overwrite it")
+    return mode
 
 
 def _output_target(path):
