@@ -322,26 +322,29 @@ def _jpeg_structure(data):
 
 
 def _jpeg_rows_in(image, head):
-    """How many rows of ``image`` (loaded) the JPEG bytes ``head`` decode the same.
+    """About how many rows of ``image`` the JPEG bytes ``head`` decode.
 
-    ``head`` is decoded into a black canvas; the first row that differs from
-    the full decode is the first the data does not reach (a missing row
-    decodes flat grey in the full image, never black).
+    ``head`` is decoded at 1/8 scale (libjpeg's fast draft mode) twice, into
+    a black and into a white canvas: the rows that come out the same in both
+    were decoded.  None if the probe fails (the full decode is then trusted).
     """
     try:
-        with Image.open(io.BytesIO(head)) as part:
-            if part.size != image.size or part.mode != image.mode:
-                return None
-            part.im = Image.new(part.mode, part.size).im
-            with contextlib.suppress(OSError):  # "truncated": that is the point
-                part.load()
-            part.tile = []
-            partial = np.asarray(part)
+        decoded = []
+        for fill in (0, 255):
+            with Image.open(io.BytesIO(head)) as part:
+                part.draft(part.mode, (part.size[0] // 8, part.size[1] // 8))
+                scale = image.size[1] / part.size[1]
+                part.im = Image.new(part.mode, part.size, (fill,) * len(part.mode)).im
+                with contextlib.suppress(OSError):  # "truncated": that is the point
+                    part.load()
+                part.tile = []
+                decoded.append(np.asarray(part))
     except Exception:  # a probe: whatever goes wrong, trust the full decode
         return None
-    full = np.asarray(image)
-    same = (partial == full).reshape(full.shape[0], -1).all(axis=1)
-    return int(np.argmin(same)) if not same.all() else len(same)
+    black, white = decoded
+    same = (black == white).reshape(black.shape[0], -1).all(axis=1)
+    rows = int(np.argmin(same)) if not same.all() else len(same)
+    return min(image.size[1], int(rows * scale))
 
 
 def _orientation(image):
