@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, features
 
 import codec
 import hw2
@@ -621,8 +621,11 @@ def test_bzip2_or_lzma_bomb_is_refused_before_decompressing(method, tmp_path, mo
 def test_avif_is_refused_as_it_cannot_be_written_losslessly(tmp_path, spy_work, capsys):
     book = codebook(tmp_path / "c.npz", noise((4, 5, 3)))
     out = tmp_path / "back.avif"
-    assert_failed(*run(capsys, "--decompress", book, "--output", out), out, "AVIF",
-                  "losslessly", folder=tmp_path)
+    # Pillow before 11.2 has no AVIF writer at all.
+    words = (["cannot write AVIF", "lossless"] if features.check("avif")
+             else ["cannot write images with extension '.avif'"])
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), out, *words,
+                  folder=tmp_path)
     assert not out.exists() and spy_work == []
 
 
