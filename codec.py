@@ -96,7 +96,7 @@ def read_image(path, notes=None):
                 image.load()
                 _check_complete(path, image)
                 rawmode = _rawmode(tile)
-                if image.format == "PNG" and rawmode in _LOW_BYTES:
+                if image.format in ("PNG", "TIFF") and rawmode in _LOW_BYTES:
                     pixels = _sixteen_bit_colour(path, image, rawmode)
                 else:
                     pixels = _as_pixels(image, rawmode=rawmode, notes=notes, path=path)
@@ -475,11 +475,15 @@ def _rawmode(tile):
 
 # For each 16-bit colour layout Pillow keeps only the high byte of: the raw mode
 # that yields the low bytes instead ("RGBA" for grey and alpha: all four bytes).
-_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
+# "N" is the machine's byte order (libtiff's output).
+_NATIVE_LOW = "B" if sys.byteorder == "little" else "L"
+_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L",
+              "RGBA;16L": "RGBA;16B", "RGB;16N": "RGB;16" + _NATIVE_LOW,
+              "RGBA;16N": "RGBA;16" + _NATIVE_LOW, "LA;16B": "RGBA"}
 
 
 def _sixteen_bit_colour(path, image, rawmode):
-    """A loaded 16-bit colour PNG scaled to 8 bits as 16-bit grey is (/ 257, rounded).
+    """A loaded 16-bit colour PNG or TIFF scaled to 8 bits as grey is (/ 257, rounded).
 
     Pillow keeps only each sample's high byte; decoding the file again with
     the raw mode that picks the low bytes gives the rest.  Grey with alpha

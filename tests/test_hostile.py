@@ -567,6 +567,43 @@ def test_sixteen_bit_colour_png_is_scaled_like_grey(colour_type, channels, inter
     np.testing.assert_array_equal(got, np.rint(wide / 257.0))
 
 
+def tiff_bytes(samples, byte_order="<", deflate=False):
+    """A 16-bit RGB or RGBA TIFF of ``samples`` (H, W, C), one strip, written by hand."""
+    height, width, channels = samples.shape
+    data = samples.astype(byte_order + "u2").tobytes()
+    data = zlib.compress(data) if deflate else data
+    tags = {256: (4, width), 257: (4, height), 258: (3, None), 259: (3, 8 if deflate else 1),
+            262: (3, 2), 273: (4, None), 277: (3, channels), 278: (4, height),
+            279: (4, len(data)), 284: (3, 1)}
+    if channels == 4:
+        tags[338] = (3, 2)  # extra sample: unassociated alpha
+    ifd_size = 2 + 12 * len(tags) + 4
+    bits_at = 8 + ifd_size
+    data_at = bits_at + 2 * channels
+    ifd = struct.pack(byte_order + "H", len(tags))
+    for tag, (kind, value) in sorted(tags.items()):
+        count = channels if tag == 258 else 1
+        value = {258: bits_at, 273: data_at}.get(tag, value)
+        packed = struct.pack(byte_order + ("HH" if kind == 3 and count == 1 else "I"),
+                             *((value, 0) if kind == 3 and count == 1 else (value,)))
+        ifd += struct.pack(byte_order + "HHI", tag, kind, count) + packed
+    ifd += struct.pack(byte_order + "I", 0)
+    start = (b"II*\0" if byte_order == "<" else b"MM\0*") + struct.pack(byte_order + "I", 8)
+    return start + ifd + struct.pack(byte_order + "H" * channels, *[16] * channels) + data
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+@pytest.mark.parametrize("deflate", [False, True])  # Pillow's own decoder, and libtiff's
+def test_sixteen_bit_colour_tiff_is_scaled_like_grey(channels, byte_order, deflate, tmp_path):
+    wide = sixteen_bit_values(channels)
+    path = tmp_path / "wide.tif"
+    path.write_bytes(tiff_bytes(wide, byte_order, deflate))
+    got = codec.read_image(str(path))
+    assert got.dtype == np.uint8 and got.shape == wide.shape
+    np.testing.assert_array_equal(got, np.rint(wide / 257.0))
+
+
 @pytest.mark.parametrize("values, n_outside", [
     (np.array([[-5.0, 0.0, 12.0], [255.0, 300.0, 1e9]], dtype=np.float32), 3),
     (np.array([[-1, 0, 70000], [255, 7, 256]], dtype=np.int32), 3),
