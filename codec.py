@@ -85,30 +85,40 @@ def read_image(path, notes=None):
     """
     notes = [] if notes is None else notes
     _check_input_path(path, "an image")
-    try:
-        with warnings.catch_warnings(), _png_text_limits_raised():
-            # Pillow warns about odd metadata it then ignores; the pixels still read.
-            warnings.simplefilter("ignore")
-            # Pillow only warns between 1 and 2 times its limit: refuse those too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _opening(path, "an image"), Image.open(path) as image:
-                tile = list(image.tile)
-                image.load()
-                _check_complete(path, image)
-                rawmode = _rawmode(tile)
-                if image.format in ("PNG", "TIFF") and rawmode in _LOW_BYTES:
-                    pixels = _sixteen_bit_colour(path, image, rawmode)
-                else:
-                    pixels = _as_pixels(image, rawmode=rawmode, notes=notes, path=path)
-                return _upright(path, image, pixels, notes)
-    except UnidentifiedImageError:
-        raise CodecError(f"{path}: not an image file Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise CodecError(f"{path}: {_too_many_pixels(exc)}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as exc:
-        # Pillow's decoders report damaged data with any of these (TypeError from
-        # a TIFF whose tags hold bytes where numbers belong).
-        raise CodecError(f"{path}: {_DAMAGED} ({exc})") from None
+    # Some decoders (libtiff) print their complaints on fd 2 themselves: keep them
+    # for the error message, and off the terminal.
+    with _stderr_captured() as captured:
+        try:
+            return _read_pixels(path, notes)
+        except UnidentifiedImageError:
+            raise CodecError(f"{path}: not an image file Pillow can read") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise CodecError(f"{path}: {_too_many_pixels(exc)}") from None
+        except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as exc:
+            # Pillow's decoders report damaged data with any of these (TypeError from
+            # a TIFF whose tags hold bytes where numbers belong).
+            said = captured.text()
+            raise CodecError(f"{path}: {_DAMAGED} ({exc}{'; ' + said if said else ''})") \
+                from None
+
+
+def _read_pixels(path, notes):
+    """:func:`read_image` once the path is checked; Pillow's exceptions pass through."""
+    with warnings.catch_warnings(), _png_text_limits_raised():
+        # Pillow warns about odd metadata it then ignores; the pixels still read.
+        warnings.simplefilter("ignore")
+        # Pillow only warns between 1 and 2 times its limit: refuse those too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _opening(path, "an image"), Image.open(path) as image:
+            tile = list(image.tile)
+            image.load()
+            _check_complete(path, image)
+            rawmode = _rawmode(tile)
+            if image.format in ("PNG", "TIFF") and rawmode in _LOW_BYTES:
+                pixels = _sixteen_bit_colour(path, image, rawmode)
+            else:
+                pixels = _as_pixels(image, rawmode=rawmode, notes=notes, path=path)
+            return _upright(path, image, pixels, notes)
 
 
 _DAMAGED = "cannot decode the image, the file is damaged or truncated"
@@ -136,7 +146,8 @@ def _check_complete(path, image):
     """Refuse a loaded PNG or JPEG whose data ends before its declared size.
 
     Pillow fills what is missing (PNG: black rows; JPEG: flat grey after an
-    end marker) without a word; only the file's own structure tells.
+    end marker) without a word; only the file's own structure tells.  (Its
+    GIF, TIFF, BMP, WebP, ... decoders raise on such files themselves.)
     """
     if image.format not in ("PNG", "JPEG", "MPO"):
         return
@@ -651,7 +662,7 @@ def _encode(image, path, fmt, options):
                 raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system
             # Pillow's writers refuse a size or mode their format cannot hold with these.
             width, height = image.size
-            said = " ".join(captured.text().split())
+            said = captured.text()
             raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
                              f"image as {fmt} ({exc}{'; ' + said if said else ''})") from None
     return buffer.getvalue()
@@ -667,7 +678,7 @@ class _Captured:
         if self.file is None:
             return ""
         self.file.seek(0)
-        return self.file.read(_CAPTURE_LIMIT).decode("utf-8", "replace")
+        return " ".join(self.file.read(_CAPTURE_LIMIT).decode("utf-8", "replace").split())
 
 
 _CAPTURE_LIMIT = 4096

@@ -239,6 +239,20 @@ def test_image_whose_data_ends_early_is_damaged(make, name, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_decoder_printing_on_stderr_still_gives_one_line(tmp_path, capfd):
+    # libtiff prints "ZIPDecode: Not enough data at scanline 0 ..." on fd 2 itself.
+    data = bytearray(tiff_bytes(sixteen_bit_values(3), deflate=True))
+    at = data.index(struct.pack("<HHI", 257, 4, 1))  # ImageLength: 3 -> 300 rows
+    data[at + 8:at + 12] = struct.pack("<I", 300)
+    at = data.index(struct.pack("<HHI", 278, 4, 1))  # RowsPerStrip
+    data[at + 8:at + 12] = struct.pack("<I", 300)
+    damaged = tmp_path / "short.tif"
+    damaged.write_bytes(bytes(data))
+    status = hw2.main(["--compress", str(damaged), "--output", str(tmp_path / "c.npz")])
+    out, err = capfd.readouterr()
+    assert_failed(status, out, err, damaged, "damaged or truncated", "Not enough data")
+
+
 def save_bytes(image, fmt, **options):
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
