@@ -33,14 +33,14 @@ import zipfile
 import zlib
 from typing import NamedTuple
 
+import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
 try:
     from lzma import LZMAError as _LZMAError
 except ImportError:  # Python built without lzma: zipfile cannot read such members
     class _LZMAError(Exception):
         """Never raised."""
-
-import numpy as np
-from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 CODEBOOK_KEYS = ("assignments", "means", "img_shape")
 JPEG_QUALITY = 95
