@@ -688,25 +688,32 @@ _CAPTURE_LIMIT = 4096
 def _stderr_captured():
     """Send file descriptor 2 to a temporary file (libjpeg prints there directly).
 
-    Yields a :class:`_Captured`; when fd 2 is closed or cannot be moved,
-    nothing is captured and nothing changes.
+    Yields a :class:`_Captured`; when fd 2 is closed or cannot be moved, or
+    no temporary file can be made (a full disk), nothing is captured and
+    nothing changes.
     """
     try:
         saved = os.dup(2)
     except OSError:
+        saved = None
+    try:
+        file = tempfile.TemporaryFile() if saved is not None else None
+    except OSError:
+        file = None
+    if file is None:
+        if saved is not None:
+            os.close(saved)
         yield _Captured(None)
         return
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     try:
-        with tempfile.TemporaryFile() as file:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os.dup2(file.fileno(), 2)
-            try:
-                yield _Captured(file)
-            finally:
-                os.dup2(saved, 2)
+        os.dup2(file.fileno(), 2)
+        yield _Captured(file)
     finally:
+        os.dup2(saved, 2)
         os.close(saved)
+        file.close()
 
 
 def image_format_for(path):
