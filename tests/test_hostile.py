@@ -374,6 +374,20 @@ def test_file_size_limit_gives_one_line_and_leaves_nothing(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["back.jp2", "c.npz"]
 
 
+@pytest.mark.parametrize("ext", [".jp2", ".png", ".jpg", ".tif", ".webp", ".gif", ".bmp"])
+def test_encoders_write_to_memory_never_to_the_disk(ext, tmp_path, monkeypatch):
+    """So no encoder meets a disk error (openjpeg loops forever on one, deaf to Ctrl-C)."""
+    real_save = Image.Image.save
+    targets = []
+
+    def recording_save(self, fp, *args, **kwargs):
+        targets.append(type(fp))
+        return real_save(self, fp, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", recording_save)
+    codec.write_image(str(tmp_path / f"x{ext}"), noise((6, 7, 3)))
+    assert targets and set(targets) == {io.BytesIO}
+
+
 # --- 6. transparency ---------------------------------------------------------------------
 
 def partial_alpha_pixels(channels=4):
