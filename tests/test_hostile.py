@@ -140,7 +140,11 @@ def make_fifo(path):
 
 def make_socket(path):
     server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
+    try:
+        server.bind(str(path))
+    except OSError as exc:  # macOS: temporary folders deeper than a socket name allows
+        server.close()
+        pytest.skip(f"cannot make a socket at {path}: {exc}")
     return server
 
 
