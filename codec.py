@@ -551,8 +551,10 @@ def write_image(path, pixels):
     disk; the bytes are then written beside ``path`` and moved into place, so
     the file appears whole or not at all.  Alpha is kept where the format
     holds it exactly (checked by a round trip in memory); otherwise the image
-    is composited on white.  GIF holds one fully transparent colour at most,
-    never partial alpha, so an image with alpha goes to GIF composited.  Grey
+    is composited on white.  GIF holds one fully transparent colour and no
+    partial alpha: an image whose alpha is only 0 and 255, with at most 255
+    visible colours, goes to GIF exactly (its transparent pixels become that
+    colour); any other image with alpha goes to GIF composited.  Grey
     goes out as RGB to a format without grey.  JPEG and MPO are saved at
     quality 95, WebP losslessly, ICO at the image's own size.  Refused before
     anything is written: a size the format cannot hold (JPEG and PDF: 65,500
@@ -579,8 +581,12 @@ def write_image(path, pixels):
         options = {"sizes": [image.size]}
     flattened = False
     if image.mode in ("LA", "RGBA") and not _keeps(fmt, image.mode):
+        palette_image = _gif_with_transparency(image) if fmt == "GIF" else None
         if image.mode == "LA" and _keeps(fmt, "RGBA"):
             image = image.convert("RGBA")
+        elif palette_image is not None:
+            image = palette_image
+            options = {"transparency": image.info["transparency"]}
         else:
             image, flattened = _on_white(image), True
     if image.mode == "L" and not _can_write(fmt, "L"):
@@ -599,6 +605,29 @@ _ICO_MAX_SIDE = 256
 # stores grey and colour as JPEG; libwebp: 16,383); beyond, libjpeg prints its
 # own line on stderr before failing.
 _MAX_SIDE = {"JPEG": 65_500, "MPO": 65_500, "PDF": 65_500, "WEBP": 16_383}
+
+
+def _gif_with_transparency(image):
+    """An ``LA`` or ``RGBA`` image as a palette image with one transparent colour.
+
+    None when that would change it: some alpha is neither 0 nor 255, or
+    there are more than 255 visible colours (the last entry is the
+    transparent one).
+    """
+    rgba = np.asarray(image.convert("RGBA"))
+    alpha = rgba[..., 3]
+    if not np.isin(alpha, (0, 255)).all():
+        return None
+    visible = alpha == 255
+    colours, index = np.unique(rgba[visible][:, :3], axis=0, return_inverse=True)
+    if len(colours) > 255:
+        return None
+    indices = np.full(alpha.shape, len(colours), dtype=np.uint8)
+    indices[visible] = index.reshape(-1)
+    palette_image = Image.frombytes("P", image.size, indices.tobytes())
+    palette_image.putpalette(np.vstack([colours, [[0, 0, 0]]]).astype(np.uint8).tobytes())
+    palette_image.info["transparency"] = len(colours)
+    return palette_image
 
 
 def _check_size_for_format(path, fmt, size):

@@ -439,6 +439,22 @@ def test_alpha_is_kept_exactly_where_the_format_can(ext, channels, tmp_path, cap
     np.testing.assert_array_equal(got, pixels)
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_gif_keeps_alpha_that_is_only_0_or_255(channels, tmp_path, capsys):
+    pixels = partial_alpha_pixels(channels)
+    pixels[..., -1] = np.where(pixels[..., -1] == 128, 255, pixels[..., -1])
+    book = codebook(tmp_path / "c.npz", pixels)
+    out = tmp_path / "back.gif"
+    status, _, err = run(capsys, "--decompress", book, "--output", out)
+    assert status == 0 and "composited" not in err
+    got = codec.read_image(str(out))
+    assert got.shape == (6, 8, 4)
+    np.testing.assert_array_equal(got[..., 3], pixels[..., -1])
+    visible = pixels[..., -1] == 255
+    colours = pixels[..., :-1] if channels == 4 else np.repeat(pixels[..., :1], 3, axis=2)
+    np.testing.assert_array_equal(got[visible][:, :3], colours[visible])
+
+
 # --- 7. big PNG metadata -------------------------------------------------------------------
 
 def png_with(tmp_path, name, **options):
