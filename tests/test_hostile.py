@@ -746,3 +746,13 @@ def test_netpbm_names_hold_what_they_say(ext, pixels, mode, magic, tmp_path):
     with Image.open(out) as image:
         assert image.mode == mode
     np.testing.assert_array_equal(codec.read_image(str(out)), pixels)
+
+
+def test_sixteen_bit_grey_opened_as_32_bit_is_scaled_like_grey():
+    # Pillow 10 (the floor in requirements.txt) opens a 16-bit grey PNG as 32-bit mode I
+    # with raw mode I;16B; clipping it to 0..255 would leave a gradient two colours.
+    wide = (np.arange(256 * 4).reshape(4, 256) * 64).astype(np.int32)
+    image = Image.fromarray(wide)
+    assert image.mode == "I"
+    got = codec._as_pixels(image, rawmode="I;16B")
+    np.testing.assert_array_equal(got, np.rint(wide / 257.0))
