@@ -360,6 +360,7 @@ def compress(args, report):
     error = codec.reconstruction_error(colours, counts, means, labels)
     codec.write_codebook(args.output, assignments, means, img_shape)
     report.written = args.output
+    report.clear()  # stdout may be the same terminal
     print_result(f"Reconstruction error is {error}")
     out_size = _file_size(args.output)
     for line in compress_summary(args, labels, len(means), fit, n_starts,
@@ -797,8 +798,8 @@ class Reporter:
     def progress_callback(self, model, n_pixels=None):
         """A callback for the fits, showing each ``kmeans.Progress`` it is given.
 
-        It also takes today's ``callback(iteration, value)`` calls (a restart
-        shows as a new run; the k-means objective is divided by ``n_pixels``).
+        It also takes today's ``callback(iteration, value)`` calls (the
+        k-means objective is then divided by ``n_pixels``).
 
         Parameters
         ----------
@@ -886,8 +887,6 @@ def progress_fields(model, progress, seconds):
     stage = progress.stage
     if progress.n_runs > 1:
         stage += f" {progress.run}/{progress.n_runs}"
-    elif progress.n_runs < 1 and progress.run > 1:  # the total is not known
-        stage += f" run {progress.run}"
     if progress.stage == "seeding":
         step = f"{progress.iteration}/{progress.max_iter} centres"
     else:
@@ -904,21 +903,18 @@ def progress_fields(model, progress, seconds):
 class _LegacyProgress:
     """Turns today's ``callback(iteration, value)`` calls into ``kmeans.Progress``.
 
-    Until the fits pass Progress themselves: a call whose iteration does not
-    go up starts a new run; the k-means objective (a sum over pixels) is
+    Until the fits pass Progress themselves.  Such a call does not say which
+    run it belongs to, so no run number is shown (a guessed one would not
+    match the summary's count); the k-means objective, a sum over pixels, is
     divided by the number of pixels.
     """
 
     def __init__(self, model, n_pixels):
         self.stage = "EM" if model == "mixture" else "Lloyd"
         self.scale = 1.0 / n_pixels if model == "kmeans" and n_pixels else 1.0
-        self.run, self.last = 0, None
 
     def __call__(self, iteration, value):
-        if self.last is None or iteration <= self.last:
-            self.run += 1
-        self.last = iteration
-        return kmeans.Progress(self.stage, self.run, 0, iteration, 0, value * self.scale)
+        return kmeans.Progress(self.stage, 1, 0, iteration, 0, value * self.scale)
 
 
 if __name__ == "__main__":
