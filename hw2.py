@@ -771,6 +771,8 @@ class Reporter:
 
     # Seconds between two redraws of the live progress line.
     REDRAW_INTERVAL = 0.1
+    # Seconds between two "-v" lines of a seeding in progress (its first and last always show).
+    SEEDING_INTERVAL = 1.0
 
     def __init__(self, verbose=False, quiet=False, stream=None, started=None):
         self.stream = sys.stderr if stream is None else stream
@@ -809,10 +811,18 @@ class Reporter:
             squared distance.
         """
         legacy = _LegacyProgress(model, n_pixels)
+        seeding_said = [0.0]
 
         def callback(*update):
             progress = update[0] if len(update) == 1 else legacy(*update)
-            self._show(progress_fields(model, progress, self.seconds()))
+            now = time.monotonic()
+            if self.verbose and progress.stage == "seeding":
+                # A seeding may report every centre: the log keeps one line a second.
+                if 1 < progress.iteration < progress.max_iter \
+                        and now - seeding_said[0] < self.SEEDING_INTERVAL:
+                    return
+                seeding_said[0] = now
+            self._show(progress_fields(model, progress, now - self.started))
         return callback
 
     def _show(self, fields, force=False):

@@ -468,6 +468,23 @@ def test_fields_are_dropped_from_the_end_to_fit():
     assert hw2.fit_fields(["\u5199\u771f\u5199\u771f"], 5) == "\u5199\u771f"
 
 
+def test_verbose_seeding_keeps_its_first_and_last_centre_and_one_line_a_second(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(hw2.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    callback = hw2.Reporter(verbose=True, stream=stream, started=0.0).progress_callback("kmeans")
+    for centre in range(1, 1001):  # a thousand centres over 2.5 s
+        now[0] = centre * 0.0025
+        callback(P("seeding", 1, 1, centre, 1000))
+    callback(P("exact", 1, 1, 1, 300, 5.0))
+    callback(P("exact", 1, 1, 2, 300, 4.0))  # iterations all show
+    lines = stream.getvalue().splitlines()
+    centres = [int(re.search(r"(\d+)/1000 centres", line).group(1)) for line in lines[:-2]]
+    assert centres[0] == 1 and centres[-1] == 1000
+    assert len(centres) == 4  # 2.5 s: one line a second between the first and the last
+    assert "iteration 1/300" in lines[-2] and "iteration 2/300" in lines[-1]
+
+
 def test_legacy_callbacks_show_the_mean_squared_distance():
     # Today's fits call callback(iteration, value), value a sum over pixels for k-means.
     stream = io.StringIO()
