@@ -137,9 +137,12 @@ def build_parser():
                         help="image to compress (JPEG, PNG, GIF, TIFF, ... any Pillow reads)")
     parser.add_argument("--decompress", metavar="CODEBOOK",
                         help="codebook (.npz) to turn back into an image")
+    limits = cluster_limits()
+    mixture = (f"; mixture: up to {limits['mixture']}"
+               if limits["mixture"] != limits["kmeans"] else "")
     parser.add_argument("--clusters", type=int, default=20, metavar="K",
-                        help=f"number of colours to keep, 1 to {kmeans.MAX_CLUSTERS} "
-                             f"(mixture: 1 to {gmm.MAX_COMPONENTS}; default: 20)")
+                        help=f"number of colours to keep, 1 to {limits['kmeans']} "
+                             f"(default: 20{mixture})")
     parser.add_argument("--model", type=choice_of(MODELS), choices=sorted(MODELS),
                         default="kmeans",
                         help="the clustering model, see above (default: kmeans)")

@@ -409,17 +409,21 @@ def test_clusters_above_the_models_limit_are_refused_up_front(tmp_path, monkeypa
 # ---------------------------------------------------------------- signals, moved input, streams
 
 SLOW_WRITE = textwrap.dedent("""
-    import os, sys, time
+    import io, os, sys, time
     sys.path.insert(0, os.path.dirname(sys.argv[1]))
     import numpy as np
+    from PIL import Image
     import hw2
-    savez_compressed = np.savez_compressed
+    savez_compressed, save = np.savez_compressed, Image.Image.save
 
-    def slow(handle, **arrays):  # half the codebook written, then a long wait
-        savez_compressed(handle, **arrays)
-        open(sys.argv[2], "w").close()
-        time.sleep(60)
-    np.savez_compressed = slow
+    def slow(write):  # the file written, then a long wait before it is moved into place
+        def slowly(*args, **kwargs):
+            write(*args, **kwargs)
+            if any(isinstance(arg, io.BufferedWriter) for arg in args):  # not a probe in memory
+                open(sys.argv[2], "w").close()
+                time.sleep(60)
+        return slowly
+    np.savez_compressed, Image.Image.save = slow(savez_compressed), slow(save)
     sys.exit(hw2.main(sys.argv[3:]))
 """)
 
@@ -429,13 +433,18 @@ SLOW_WRITE = textwrap.dedent("""
     (signal.SIGHUP, 129, "hw2: terminated (SIGHUP); no output written"),
     (signal.SIGINT, 130, "hw2: interrupted; no output written"),
 ])
-def test_signal_during_the_write_removes_the_partial_file(signum, status, line, tmp_path):
-    image = tmp_path / "in.png"
-    Image.fromarray(smooth_noisy(np.random.default_rng(5), (20, 30, 3))).save(image)
+@pytest.mark.parametrize("mode", ["--compress", "--decompress"])
+def test_signal_during_the_write_removes_the_partial_file(mode, signum, status, line,
+                                                         tmp_path):
+    if mode == "--compress":
+        source, output = tmp_path / "in.png", tmp_path / "c.npz"
+        Image.fromarray(smooth_noisy(np.random.default_rng(5), (20, 30, 3))).save(source)
+    else:
+        source, output = codebook_of(tmp_path, 5)[0], tmp_path / "back.png"
     ready = tmp_path / "ready"
     child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITE, HW2, str(ready), "--compress", str(image),
-         "--clusters", "3", "--output", str(tmp_path / "c.npz")],
+        [sys.executable, "-c", SLOW_WRITE, HW2, str(ready), mode, str(source),
+         "--output", str(output)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -449,7 +458,7 @@ def test_signal_during_the_write_removes_the_partial_file(signum, status, line, 
         child.kill()
     assert child.returncode == status
     assert stdout == "" and stderr == line + "\n"
-    assert sorted(os.listdir(tmp_path)) == ["in.png", "ready"]
+    assert sorted(os.listdir(tmp_path)) == sorted([source.name, "ready"])
 
 
 def test_input_moved_while_fitting_is_no_error(tmp_path, monkeypatch):
