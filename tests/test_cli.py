@@ -511,3 +511,12 @@ def test_closed_stderr_keeps_stdout_to_the_result_line(tmp_path):
     error = printed_error(stdout)  # exactly one line: the summary did not come here
     book = load_codebook(tmp_path / "c.npz")
     assert error == pytest.approx(direct_error(pixels_of(tmp_path / "in.png"), book), rel=1e-9)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_stderr_does_not_fail_the_run(tmp_path):
+    # Nothing on stderr can be read, but the codebook and the result line are right.
+    status, stdout, _ = run_with_streams(tmp_path, "2> /dev/full")
+    assert status == 0
+    printed_error(stdout)
+    assert sorted(load_codebook(tmp_path / "c.npz")) == ["assignments", "img_shape", "means"]
