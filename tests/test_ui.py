@@ -191,8 +191,8 @@ def test_quiet_and_verbose_together_is_a_usage_error(noise_png, tmp_path, capsys
     assert not (tmp_path / "c.npz").exists()
 
 
-@pytest.mark.parametrize("model, measure", [("kmeans", "mean squared distance"),
-                                            ("mixture", "log-likelihood per pixel")])
+@pytest.mark.parametrize("model, measure", [("kmeans", "mean sq. distance"),
+                                            ("mixture", "log-likelihood")])
 def test_verbose_prints_one_line_per_update(model, measure, noise_png, tmp_path, capsys):
     assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4", "--model", model,
                     "--verbose") == 0
@@ -404,13 +404,13 @@ def test_progress_line_names_stage_run_iteration_and_cap():
     fields = hw2.progress_fields("kmeans", P("coarse", 2, 20, 12, 300, 123.4), 1.25)
     assert fields[0] == "fitting kmeans"
     assert "coarse 2/20" in fields and "iteration 12/300" in fields
-    assert fields[-1] == "mean squared distance 123.4"
+    assert fields[-1] == "mean sq. distance 123.4"
     seeding = ", ".join(hw2.progress_fields("kmeans", P("seeding", 3, 20, 37, 256), 0.5))
     assert "seeding 3/20" in seeding and "37/256 centres" in seeding
     assert "nan" not in seeding  # no value yet: none shown
     single = ", ".join(hw2.progress_fields("mixture", P("EM", 1, 1, 5, 100, -10.5), 2.0))
     assert "1/1" not in single and "EM, iteration 5/100" in single
-    assert single.endswith("log-likelihood per pixel -10.5")
+    assert single.endswith("log-likelihood -10.5")
 
 
 def test_progress_draws_at_once_then_throttles_and_is_cleared(monkeypatch):
@@ -427,7 +427,7 @@ def test_progress_draws_at_once_then_throttles_and_is_cleared(monkeypatch):
     assert drawn[0] == ""
     assert drawn[1].startswith("fitting kmeans, exact, iteration 1/300,")
     assert drawn[2].startswith("fitting kmeans, exact, iteration 4/300,")
-    assert drawn[2].endswith("mean squared distance 25")
+    assert drawn[2].endswith("mean sq. distance 25")
     assert drawn[3] == ""  # cleared at the end
     assert len(drawn) == 4
 
@@ -495,7 +495,7 @@ def test_legacy_callbacks_show_the_mean_squared_distance():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
     assert lines[0].startswith("fitting kmeans, Lloyd, iteration 1, ")
-    assert lines[0].endswith("mean squared distance 12.5")
+    assert lines[0].endswith("mean sq. distance 12.5")
     assert "run" not in lines[2]  # which run is not known: no guessed number
 
 
