@@ -861,7 +861,7 @@ class Reporter:
         """A summary line on stderr, unless quiet."""
         if not self.quiet:
             self.clear()
-            self._write(line + "\n")
+            self._write(printable(line) + "\n")
 
     def outcome(self):
         """What a stopped run leaves: no output, or the output written before it stopped."""

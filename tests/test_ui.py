@@ -598,3 +598,12 @@ def test_help_explains_models_examples_and_exit_statuses(capsys):
     for flag in ("--compress", "--decompress", "--clusters", "--model", "--output",
                  "--seed", "--verbose", "--quiet"):
         assert flag in text
+
+
+def test_summary_lines_stay_single_lines_whatever_the_file_names(noise_png, tmp_path, capsys):
+    image = tmp_path / "a\nb.png"
+    os.rename(noise_png, image)
+    assert compress(image, tmp_path / "c\nd.npz", "--clusters", "3") == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("hw2: ") for line in lines)
+    assert any("c\\nd.npz" in line for line in lines)
