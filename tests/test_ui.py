@@ -226,9 +226,10 @@ def summary_of(err):
     """The summary lines of stderr, joined: one line, or two if it is wider than 80."""
     lines = [line for line in err.splitlines() if not line.startswith("hw2: note: ")]
     assert 1 <= len(lines) <= 2 and all(line.startswith("hw2: ") for line in lines), err
-    if len(lines) == 2:
-        assert len("; ".join(lines)) > 80  # split only when one line would not fit
-    assert all(len(line) <= 80 for line in lines) or len(lines) == 2
+    if len(lines) == 1:
+        assert len(lines[0]) <= 80
+    else:  # split only when one line ("hw2: " once, "; " between) would not fit
+        assert len(lines[0]) + len(lines[1]) - len("hw2: ") + len("; ") > 80
     return "; ".join(line[len("hw2: "):] for line in lines)
 
 
