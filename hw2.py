@@ -665,6 +665,8 @@ def process_start():
         ran = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):
         ran = 0.0
+    # At most a minute before the import: a process that imports hw2 late (an
+    # interactive session) did not spend its life starting up.
     return _IMPORTED - min(max(ran - (time.monotonic() - _IMPORTED), 0.0), 60.0)
 
 
