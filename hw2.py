@@ -602,10 +602,12 @@ def plural(n, noun):
 
 
 def percent(ratio):
-    """A ratio as a percentage that never rounds a non-zero one to "0%"."""
-    if ratio == 0 or ratio >= 0.01:
-        return f"{ratio:.0%}"
-    return f"{ratio:.1%}" if ratio >= 0.001 else "<0.1%"
+    """A ratio as a percentage that rounds neither a non-zero one to "0%" nor another to "100%"."""
+    if 0 < ratio < 0.001:
+        return "<0.1%"
+    if 0 < ratio < 0.01 or (ratio != 1 and f"{ratio:.0%}" == "100%"):
+        return f"{ratio:.1%}"
+    return f"{ratio:.0%}"
 
 
 def human_size(n_bytes):

@@ -304,8 +304,9 @@ def test_summary_counts_clusters_left_without_pixels(noise_png):
 
 
 @pytest.mark.parametrize("ratio, shown", [(0.004, "0.4%"), (0.0004, "<0.1%"), (0.27, "27%"),
-                                          (2.84, "284%"), (0.0, "0%")])
-def test_percentages_never_round_to_zero(ratio, shown):
+                                          (2.84, "284%"), (0.0, "0%"), (1.003, "100.3%"),
+                                          (0.996, "99.6%"), (1.0, "100%")])
+def test_percentages_never_round_to_zero_or_to_equal(ratio, shown):
     assert hw2.percent(ratio) == shown
 
 
