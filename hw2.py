@@ -602,7 +602,7 @@ def plural(n, noun):
 
 
 def percent(ratio):
-    """A ratio as a percentage that rounds neither a non-zero one to "0%" nor another to "100%"."""
+    """A ratio as a percentage: "0%" and "100%" only for 0 and 1 themselves."""
     if 0 < ratio < 0.001:
         return "<0.1%"
     if 0 < ratio < 0.01 or (ratio != 1 and f"{ratio:.0%}" == "100%"):

@@ -313,8 +313,8 @@ def test_percentages_never_round_to_zero_or_to_equal(ratio, shown):
 def test_summary_time_counts_from_the_process_start():
     # The child sleeps before it even imports hw2: that time is the process's too.
     child = subprocess.run(
-        [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.path.insert(0, sys.argv[1]);"
-         " import hw2; print(time.monotonic() - hw2.process_start())", ROOT],
+        [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.path.insert(0, "
+         "sys.argv[1]); import hw2; print(time.monotonic() - hw2.process_start())", ROOT],
         capture_output=True, text=True, timeout=60)
     assert child.returncode == 0, child.stderr
     assert 0.5 <= float(child.stdout) < 60
