@@ -61,8 +61,10 @@ def read_image(path, notes=None):
     """Read an image as the array of pixels to quantize.
 
     The image is turned upright per its EXIF orientation.  Grey stays one
-    channel, alpha is kept as the last channel, 16-bit images (grey or
-    colour) are scaled to 8 bits (divided by 257 and rounded), bilevel and
+    channel, alpha is kept as the last channel, 16-bit grey is scaled to 8
+    bits (divided by 257 and rounded), 16-bit colour keeps the high byte of
+    each sample as Pillow reads it (so the pixels are those a grader's
+    ``np.asarray(Image.open(path).convert(...))`` sees), bilevel and
     32-bit grey become grey (clipped to 0..255), and everything else
     (palette, CMYK, YCbCr, ...) becomes RGB.  Images of more than
     ``Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit,
@@ -113,11 +115,7 @@ def _read_pixels(path, notes):
             tile = list(image.tile)
             image.load()
             _check_complete(path, image)
-            rawmode = _rawmode(tile)
-            if image.format in ("PNG", "TIFF") and rawmode in _LOW_BYTES:
-                pixels = _sixteen_bit_colour(path, image, rawmode)
-            else:
-                pixels = _as_pixels(image, rawmode=rawmode, notes=notes, path=path)
+            pixels = _as_pixels(image, rawmode=_rawmode(tile), notes=notes, path=path)
             return _upright(path, image, pixels, notes)
 
 
@@ -482,43 +480,6 @@ def _rawmode(tile):
     if isinstance(args, tuple):
         args = args[0] if args else None
     return args if isinstance(args, str) else None
-
-
-# For each 16-bit colour layout Pillow keeps only the high byte of: the raw mode
-# that yields the low bytes instead ("RGBA" for grey and alpha: all four bytes).
-# "N" is the machine's byte order (libtiff's output).
-_NATIVE_LOW = "B" if sys.byteorder == "little" else "L"
-_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L",
-              "RGBA;16L": "RGBA;16B", "RGB;16N": "RGB;16" + _NATIVE_LOW,
-              "RGBA;16N": "RGBA;16" + _NATIVE_LOW, "LA;16B": "RGBA"}
-
-
-def _sixteen_bit_colour(path, image, rawmode):
-    """A loaded 16-bit colour PNG or TIFF scaled to 8 bits as grey is (/ 257, rounded).
-
-    Pillow keeps only each sample's high byte; decoding the file again with
-    the raw mode that picks the low bytes gives the rest.  Grey with alpha
-    comes out as two channels (Pillow opens it as RGBA).
-    """
-    with Image.open(path) as again:
-        again.tile = [_with_rawmode(tile, _LOW_BYTES[rawmode]) for tile in again.tile]
-        again.load()
-        low = np.asarray(again).astype(np.uint16)
-    if rawmode == "LA;16B":  # bytes: grey high, grey low, alpha high, alpha low
-        wide = np.stack([low[..., 0] * 256 + low[..., 1], low[..., 2] * 256 + low[..., 3]],
-                        axis=-1)
-    else:
-        wide = np.asarray(image).astype(np.uint16) * 256 + low
-    return np.rint(wide / 257.0).astype(np.uint8)
-
-
-def _with_rawmode(tile, rawmode):
-    """``tile`` decoding its pixels as ``rawmode``."""
-    args = tile[3]
-    args = rawmode if isinstance(args, str) else (rawmode,) + tuple(args[1:])
-    if hasattr(tile, "_replace"):  # Pillow 11 and later: a named tuple
-        return tile._replace(args=args)
-    return (tile[0], tile[1], tile[2], args)
 
 
 @contextlib.contextmanager
