@@ -36,7 +36,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -156,31 +155,52 @@ class TimedOut(Exception):
     pass
 
 
+# Runs one command and writes its wall time and peak RSS to the file argv[1].  A small
+# process of its own (python -S, about 10 MB): Linux carries a process's peak RSS over
+# fork and exec, so a child forked by this script (hundreds of MB) would report ours.
+_WRAPPER = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump({"seconds": time.perf_counter() - started, "rss_mb": usage.ru_maxrss / 1024,
+               "status": os.waitstatus_to_exitcode(status)}, out)
+"""
+
+
 def measured(cmd, timeout=TIMEOUT):
     """Run ``cmd`` from the project's root; return (wall seconds, peak RSS MB, stdout).
 
-    ``os.wait4`` gives the resource usage of that one child, so the peak RSS is
-    its own.  Raises TimedOut after ``timeout`` seconds (the child is killed).
+    ``os.wait4`` (in a small wrapper process) gives the resource usage of that
+    one child, so the peak RSS is its own.  Raises TimedOut after ``timeout``
+    seconds (the child is killed).
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err)
-        timer = threading.Timer(timeout, child.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if child.returncode != 0:
-        if seconds >= timeout:
-            raise TimedOut(f"stopped after {timeout} s")
-        raise RuntimeError(f"{' '.join(cmd)} failed ({child.returncode}): {stderr[-800:]}")
-    return seconds, usage.ru_maxrss / 1024.0, stdout
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        usage_file = os.path.join(tmp, "usage.json")
+        with open(os.path.join(tmp, "stdout"), "w+") as out, \
+                open(os.path.join(tmp, "stderr"), "w+") as err:
+            wrapper = subprocess.Popen([sys.executable, "-S", "-c", _WRAPPER, usage_file] + cmd,
+                                       cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
+            try:
+                wrapper.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(wrapper.pid, 9)  # the wrapper and the command it runs
+                wrapper.wait()
+                raise TimedOut(f"stopped after {timeout} s") from None
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        with open(usage_file) as handle:
+            usage = json.load(handle)
+    if usage["status"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({usage['status']}): {stderr[-800:]}")
+    return usage["seconds"], usage["rss_mb"], stdout
 
 
 def hw2_command(image, k, model, out):
@@ -236,7 +256,8 @@ def run_row(name, photo, k, timeout=TIMEOUT, **task):
                 seconds = row.pop("seconds")
                 with np.load(out) as saved:
                     palette, labels = saved["means"], saved["labels"]
-            row["bytes"] = os.path.getsize(out)
+            if not name.startswith(("sklearn", "Pillow")):
+                row["bytes"] = os.path.getsize(out)
         except TimedOut as exc:
             row.update(seconds=None, note=str(exc))
             print(f"  {photo.name} k={k} {name}: {exc}", file=sys.stderr, flush=True)
