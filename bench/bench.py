@@ -2,7 +2,7 @@
 """Benchmark hw2.py beside pngquant, scikit-learn and Pillow: the targets of issue 10.
 
   pip install -r bench/requirements.txt
-  python3 bench/bench.py                 # full run, writes bench/results.md (about 10 min)
+  python3 bench/bench.py                 # full run, writes bench/results.md (10-20 min)
   python3 bench/bench.py --quick         # small photos at k=20 and 256 only
   python3 bench/bench.py --baseline /work/wt/baseline
       # fits that checkout's gmm.py ("today's" mixture) and writes bench/mixture_baseline.json
