@@ -97,7 +97,7 @@ def ycbcr_image():
 
 
 def mode_YCbCr():
-    # LZW-compressed: every Pillow from 10.3 on decodes it (an uncompressed one, only 13+).
+    # LZW-compressed: every Pillow from 9.4 on decodes it (an uncompressed one, only 13+).
     image, expected = ycbcr_image()
     return image, ".tif", {"compression": "tiff_lzw"}, expected
 
