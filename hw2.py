@@ -238,7 +238,18 @@ def fit_colours(colours, counts, args, report):
     progress = report.progress_callback(args.model, n_pixels=int(counts.sum()))
     if args.model == "mixture":
         import gmm
-        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress)
+        steps = {"run": None, "count": -1}
+
+        def em_progress(step):
+            # The Reporter takes (iteration, value): the EM steps, counted per run
+            # (the coarse EM leads into run 1).
+            run = 1 if step.stage == "coarse EM" else step.run
+            if step.stage in ("coarse EM", "EM"):
+                steps["count"] = steps["count"] + 1 if run == steps["run"] else 0
+                steps["run"] = run
+                progress(steps["count"], step.value)
+        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
+                          callback=em_progress)
         labels, n_starts = gmm.predict(X, fit), fit.n_runs
     else:
         n_init = kmeans.auto_n_init(len(X), args.clusters)
