@@ -211,7 +211,7 @@ def test_the_spike_proposal_moves_the_lightest_component_and_pools_copies():
     repeated = np.repeat(X, counts, axis=0)
     proposals = []
     for data, weights in ((X, counts.astype(float)), (repeated, np.ones(len(repeated)))):
-        rows = gmm._sample_rows(data, weights)  # copies are merged here
+        rows = gmm._sample_rows(data, weights, 2)  # copies are merged here
         _, _, row_ll = gmm._e_step(rows, mixture)
         proposals.append(gmm._spiked(rows, gmm._Run(mixture, [], True, row_ll), gmm.REG_COVAR))
     for weighted, copies in zip(*proposals):
@@ -223,7 +223,7 @@ def test_the_spike_proposal_moves_the_lightest_component_and_pools_copies():
     np.testing.assert_allclose(mix_weights, np.array([0.7, share]) / (0.7 + share))
     # Repeated only once more, the colour holds too little weight to be worth it.
     X, counts, _ = spiked_cloud(1, 1)
-    rows = gmm._sample_rows(X, counts.astype(float))
+    rows = gmm._sample_rows(X, counts.astype(float), 2)
     _, _, row_ll = gmm._e_step(rows, mixture)
     assert gmm._spiked(rows, gmm._Run(mixture, [], True, row_ll), gmm.REG_COVAR) is None
 
@@ -328,7 +328,7 @@ def test_the_truncated_e_step_matches_the_full_one_on_random_mixtures(n_componen
     mixture = random_mixture(rng, n_components, spread)
     centre = X.mean(axis=0)
     mixture = mixture._replace(means=mixture.means - centre)
-    share = compare_e_steps(gmm._sample_rows(X - centre, weights), mixture)
+    share = compare_e_steps(gmm._sample_rows(X - centre, weights, n_components), mixture)
     if n_components >= 40:  # the test must see components left out
         assert share < 0.9
 
@@ -382,7 +382,7 @@ def test_a_dead_component_is_reseeded_on_the_worst_explained_sample():
     rng = np.random.default_rng(9)
     X = np.vstack([rng.normal(0.0, 1.0, (50, 2)), rng.normal(20.0, 1.0, (50, 2)),
                    [[200.0, -50.0]]])
-    rows = gmm._sample_rows(X, np.ones(len(X)))
+    rows = gmm._sample_rows(X, np.ones(len(X)), 3)
     points = gmm._points(rows)
     labels = (points[:, 0] > 10).astype(int)  # component 2 gets nothing
     stats = np.stack([np.bincount(labels, weights=phi, minlength=3) for phi in rows.phi], axis=1)
