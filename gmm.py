@@ -103,22 +103,30 @@ _MAX_BLOCK_ROWS = 4096
 # millionth of a pixel of a 1000-megapixel image) and is re-seeded.
 _MIN_SHARE = 1e-15
 
+# The truncated E-step first evaluates the components whose bound is within
+# this many nats of the best one, then adds any the rule says it needs.  Only
+# the speed depends on it: one E-step on rocket.jpg at k=1024 takes 0.07 s
+# from 10 to 60 alike, 0.27 s when every component is evaluated first.
+_FIRST_GUESS = 40.0
+
 # ---------------------------------------------------------------- heuristics
 
 # Side of a cell of the coarse histogram, in colour levels (6 bits a channel).
+# Noisy 10.7 MP photo (546,363 colours; 136,719, 26,039 and 4,414 cells at
+# widths 2, 4 and 8), k=256, seed 0: fit CPU 2.8, 3.4, 3.6 s and mean
+# log-likelihood -11.2446, -11.2469, -11.2494 at widths 4, 6, 8 (today's
+# code: -11.2469).  Coarser cells leave more iterations to the exact EM.
 _COARSE_WIDTH = 4
 
 # A heavy sample whose own component would raise the mean log-likelihood per
 # unit weight by at least this much gets one (see _spiked), at most _MAX_SPIKES
 # times a fit, each kept only if EM from it ends higher.  The bar is far above
-# tol: only colours holding a large share of the pixels clear it.
+# tol: only colours holding a large share of the pixels clear it.  On
+# skimage's astronaut at k=20 (black background) spikes raise the mean
+# log-likelihood from -11.386 to -11.298 (seed 1) and from -11.361 to -11.288
+# (seed 2) for 0.1-0.3 s of CPU; on rocket.jpg and coffee none is proposed.
 _SPIKE_MIN_GAIN = 0.05
 _MAX_SPIKES = 3
-
-# The truncated E-step first evaluates the components whose bound is within
-# this many nats of the best one, then adds any the rule says it needs.  Only
-# the speed depends on it.
-_FIRST_GUESS = 40.0
 
 # Each EM stops after at most _EM_WORK / (n_rows * n_components) iterations
 # (but at least _MIN_EM_ITER, at most max_iter): at large k EM keeps gaining
@@ -231,24 +239,15 @@ def fit_gmm(X, n_components, *, sample_weight=None, init="k-means++", reg_covar=
     rng = np.random.default_rng(0) if rng is None else rng
     centre = np.average(X, axis=0, weights=weights)
     exact = _sample_rows(X - centre, weights, n_components)
-    if len(exact.weights) < n_components:
+    n_distinct = int(np.count_nonzero(exact.weights))
+    if n_components > n_distinct:
         raise ValueError(f"n_components={n_components} should be <= the number of distinct "
-                         f"samples with positive weight ({len(exact.weights)}).")
+                         f"samples with positive weight ({n_distinct}).")
     fit = _Fit(reg_covar, tol, max_iter, callback)
     mixture, coarse = _hard_start(exact, n_components, init, init_iter, rng, fit)
     if coarse is not None:
         mixture = _em(coarse, mixture, fit, "coarse EM", run=1).mixture
-    run = _em(exact, mixture, fit, "EM", run=1)
-    n_runs = 1
-    for _ in range(_MAX_SPIKES):
-        start = _spiked(exact, run, reg_covar)
-        if start is None:
-            break
-        n_runs += 1
-        trial = _em(exact, start, fit, "EM", run=n_runs)
-        if trial.history[-1] <= run.history[-1]:
-            break
-        run = trial
+    run, n_runs = _with_spikes(exact, _em(exact, mixture, fit, "EM", run=1), fit)
     best = run.mixture
     return GMMResult(best.weights, best.means + centre, best.covariances,
                      best.precisions_cholesky, np.array(run.history), len(run.history) - 1,
@@ -463,6 +462,29 @@ def _em(rows, mixture, fit, stage, run):
         if n_iter < max_iter:
             mixture = _m_step(rows, stats, fit.reg_covar, row_ll)
     return _Run(mixture, history, False, row_ll)
+
+
+def _with_spikes(rows, run, fit):
+    """Up to ``_MAX_SPIKES`` spikes (:func:`_spiked`) after ``run``; each kept if it ends higher.
+
+    Returns
+    -------
+    run : _Run
+        The best run.
+    n_runs : int
+        EM runs made, ``run`` included.
+    """
+    n_runs = 1
+    for _ in range(_MAX_SPIKES):
+        start = _spiked(rows, run, fit.reg_covar)
+        if start is None:
+            break
+        n_runs += 1
+        trial = _em(rows, start, fit, "EM", run=n_runs)
+        if trial.history[-1] <= run.history[-1]:
+            break
+        run = trial
+    return run, n_runs
 
 
 def _e_step(rows, mixture, log_prob_of=None):
