@@ -840,10 +840,14 @@ def _spatial_order(points):
     low, span = points.min(axis=0), np.ptp(points, axis=0)
     levels = (points - low) / np.where(span > 0, span, 1.0) * (2 ** bits - 1)
     levels = levels.astype(np.int64)
+    # Each level's bits spread n_features apart; the features' interleave.
+    values = np.arange(2 ** bits)
+    spread = np.zeros(2 ** bits, dtype=np.int64)
+    for bit in range(bits):
+        spread |= ((values >> bit) & 1) << (bit * n_features)
     code = np.zeros(len(points), dtype=np.int64)
-    for bit in range(bits - 1, -1, -1):
-        for a in range(n_features):
-            code = (code << 1) | ((levels[:, a] >> bit) & 1)
+    for a in range(n_features):
+        code |= spread[levels[:, a]] << (n_features - 1 - a)
     return np.lexsort((*points.T[::-1], code))
 
 
