@@ -27,9 +27,10 @@ The fit, :func:`fit_gmm`, in three parts:
    the M-step sums the cells' pooled monomials: EM on the cells is ordinary EM
    on a lower bound of the likelihood (Verbeek, Nunnink & Vlassis, "Accelerated
    EM-based clustering of large data sets", 2006), and it hands weights,
-   means *and* covariances to the exact EM.  The exact EM stops when one
+   means *and* covariances to the exact EM.  Each EM stops when one
    iteration changes the mean log-likelihood per unit weight by less than
-   ``tol``.
+   ``tol``, or after ``max_iter`` iterations, fewer at large
+   ``n_samples * n_components`` (``_EM_WORK``, a heuristic).
 3. **Spikes** (:func:`_spiked`): a colour repeated over a large share of the
    pixels (a flat background) that the mixture explains badly gets the
    lightest component, and EM runs again; kept only if it ends higher.
@@ -56,8 +57,12 @@ they hold less than ``MAX_DROPPED = 1e-10`` of any sample's responsibility.
 So each sample's log-likelihood is off by less than ``-log(1 - 1e-10)``, about
 ``1e-10`` (per pixel, and so for the mean), each kept responsibility by a
 factor within ``1e-10`` of one, and each dropped one by less than ``eps``.
-The plain E-step over every component, :func:`_full_log_prob`, is the
-reference the tests hold it against.
+(For a cell the score is an expected log density, never above the density
+at the cell's mean, so the same bound holds with the box of the cells'
+means.)  The plain E-step over every component, :func:`_full_log_prob`, is
+the reference the tests hold it against.  On the noisy 10.7 MP photo at
+k=256 a block keeps 51 components on average (a colour has 12 with a
+responsibility above 1e-6).
 """
 from typing import NamedTuple
 
