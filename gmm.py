@@ -256,11 +256,11 @@ def fit_gmm(X, n_components, *, sample_weight=None, init="k-means++", reg_covar=
     if n_components > n_distinct:
         raise ValueError(f"n_components={n_components} should be <= the number of distinct "
                          f"samples with positive weight ({n_distinct}).")
-    fit = _Fit(reg_covar, tol, max_iter, callback)
-    mixture, coarse = _hard_start(exact, n_components, init, init_iter, rng, fit)
+    settings = _Settings(reg_covar, tol, max_iter, callback)
+    mixture, coarse = _hard_start(exact, n_components, init, init_iter, rng, settings)
     if coarse is not None:
-        mixture = _em(coarse, mixture, fit, "coarse EM", run=1).mixture
-    run, n_runs = _with_spikes(exact, _em(exact, mixture, fit, "EM", run=1), fit)
+        mixture = _em(coarse, mixture, settings, "coarse EM", run=1).mixture
+    run, n_runs = _with_spikes(exact, _em(exact, mixture, settings, "EM", run=1), settings)
     best = run.mixture
     return GMMResult(best.weights, best.means + centre, best.covariances,
                      best.precisions_cholesky, np.array(run.history), len(run.history) - 1,
@@ -406,7 +406,7 @@ class _Run(NamedTuple):
     row_ll: np.ndarray
 
 
-class _Fit(NamedTuple):
+class _Settings(NamedTuple):
     """The settings every EM run of a fit shares."""
 
     reg_covar: float
@@ -415,7 +415,7 @@ class _Fit(NamedTuple):
     callback: object
 
 
-def _hard_start(exact, n_components, init, init_iter, rng, fit):
+def _hard_start(exact, n_components, init, init_iter, rng, settings):
     """k-means on the coarse histogram, each cell wholly in its cluster: the first mixture.
 
     The histogram is the coarsest of ``_COARSE_WIDTHS`` with at least
@@ -437,11 +437,11 @@ def _hard_start(exact, n_components, init, init_iter, rng, fit):
     rows = exact if coarse is None else coarse
     labels = kmeans.kmeans(_points(rows), n_components, sample_weight=rows.weights, init=init,
                            n_init=1, max_iter=init_iter, rng=rng,
-                           callback=_relayed(fit.callback)).labels
+                           callback=_relayed(settings.callback)).labels
     stats = np.stack([np.bincount(labels, weights=rows.weights * phi, minlength=n_components)
                       for phi in rows.phi], axis=1)
     # No likelihood yet: a dead cluster (one of zero weight) goes to the first rows.
-    return _m_step(rows, stats, fit.reg_covar, np.zeros(len(rows.weights))), coarse
+    return _m_step(rows, stats, settings.reg_covar, np.zeros(len(rows.weights))), coarse
 
 
 def _relayed(callback):
@@ -456,8 +456,8 @@ def _relayed(callback):
     return relay
 
 
-def _em(rows, mixture, fit, stage, run):
-    """EM from ``mixture`` until the mean log-likelihood changes by less than ``fit.tol``.
+def _em(rows, mixture, settings, stage, run):
+    """EM from ``mixture`` until the mean log-likelihood changes by less than ``settings.tol``.
 
     Returns
     -------
@@ -466,22 +466,22 @@ def _em(rows, mixture, fit, stage, run):
         after each iteration.
     """
     work = len(rows.weights) * len(mixture.weights)
-    max_iter = int(np.clip(_EM_WORK // work, _MIN_EM_ITER, fit.max_iter))
+    max_iter = int(np.clip(_EM_WORK // work, _MIN_EM_ITER, settings.max_iter))
     n_runs = 1 + _MAX_SPIKES if stage == "EM" else 1
     history = []
     for n_iter in range(max_iter + 1):
         mean_ll, stats, row_ll = _e_step(rows, mixture)
         history.append(mean_ll)
-        if fit.callback is not None:
-            fit.callback(kmeans.Progress(stage, run, n_runs, n_iter, max_iter, mean_ll))
-        if n_iter > 0 and abs(history[-1] - history[-2]) < fit.tol:
+        if settings.callback is not None:
+            settings.callback(kmeans.Progress(stage, run, n_runs, n_iter, max_iter, mean_ll))
+        if n_iter > 0 and abs(history[-1] - history[-2]) < settings.tol:
             return _Run(mixture, history, True, row_ll)
         if n_iter < max_iter:
-            mixture = _m_step(rows, stats, fit.reg_covar, row_ll)
+            mixture = _m_step(rows, stats, settings.reg_covar, row_ll)
     return _Run(mixture, history, False, row_ll)
 
 
-def _with_spikes(rows, run, fit):
+def _with_spikes(rows, run, settings):
     """Up to ``_MAX_SPIKES`` spikes (:func:`_spiked`) after ``run``; each kept if it ends higher.
 
     Returns
@@ -493,11 +493,11 @@ def _with_spikes(rows, run, fit):
     """
     n_runs = 1
     for _ in range(_MAX_SPIKES):
-        start = _spiked(rows, run, fit.reg_covar)
+        start = _spiked(rows, run, settings.reg_covar)
         if start is None:
             break
         n_runs += 1
-        trial = _em(rows, start, fit, "EM", run=n_runs)
+        trial = _em(rows, start, settings, "EM", run=n_runs)
         if trial.history[-1] <= run.history[-1]:
             break
         run = trial

@@ -363,7 +363,7 @@ def test_the_coarse_em_brings_the_exact_em_most_of_the_way(photo):
     X, counts = photo
     centre = np.average(X, axis=0, weights=counts)
     rows = gmm._sample_rows(X - centre, counts.astype(float), 16)
-    settings = gmm._Fit(gmm.REG_COVAR, 1e-3, 100, None)
+    settings = gmm._Settings(gmm.REG_COVAR, 1e-3, 100, None)
     start, cells = gmm._hard_start(rows, 16, "k-means++", 10, np.random.default_rng(2), settings)
     assert len(cells.weights) < len(rows.weights) / 2
     carried = gmm._em(cells, start, settings, "coarse EM", run=1).mixture
