@@ -87,9 +87,9 @@ MAX_DROPPED = 1e-10
 # more up front).  On the noisy 10.7 MP photo (546,363 colours),
 # `hw2.py --model mixture` took 18.4 s of CPU at k=4096 and 88.5 s at k=8192
 # (5 min of wall time on a 2-core machine shared with 6 other busy
-# processes), peak memory 268 MB both; at k=16384 the hard start's k-means++
-# alone ran for over 5 minutes.  Two thirds of the time at k=8192 is that
-# seeding, on 26,039 cells.
+# processes), peak memory 268 MB both; at k=16384, 163 s of CPU (7.5 min of
+# wall time on that machine), 272 MB: too close to 5 minutes on a 2-core
+# machine.  Most of it is the hard start's k-means++ on the 26,039 cells.
 MAX_COMPONENTS = 8192
 
 # Matrix products are made in pieces of at most this many multiply-adds
