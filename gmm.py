@@ -282,7 +282,7 @@ def predict(X, fit):
     rows, mixture = _rows_and_mixture(X, None, fit)
     labels = np.empty(len(rows.weights), dtype=np.intp)
     for block, components, resp, _ in _blockwise(rows, mixture):
-        labels[block] = components[_argmax_rows(resp)]
+        labels[block] = components[resp.argmax(axis=0)]
     return labels[rows.of_sample]
 
 
@@ -655,9 +655,14 @@ def _full_log_prob(components, phi, box):
 
 
 def _truncated_log_prob(components, phi, box):
-    """Only the components that can matter in the block (the rule in the module docstring).
+    """The truncated E-step on a block: only the components that can matter there.
 
-    Takes and returns what :func:`_full_log_prob` does; ``kept`` increasing.
+    Component ``j`` is left out only if its bound over the block's box
+    (:func:`_upper_bounds`) is below the lowest log-likelihood of the block's
+    rows, over the components kept, plus ``log(MAX_DROPPED / n_components)``.
+    The first guess is every component within ``_FIRST_GUESS`` of the best
+    bound; any that fails the test once they are scored is added, and the
+    block scored again.  Takes and returns what :func:`_full_log_prob` does.
     """
     upper = _upper_bounds(components, box)
     log_eps = np.log(MAX_DROPPED / len(upper))
@@ -758,20 +763,6 @@ def _matmul(a, b):
     for start in range(0, len(a), step):
         np.matmul(a[start:start + step], b, out=product[start:start + step])
     return product
-
-
-def _argmax_rows(values):
-    """Row index of the largest entry of each column (the first on ties).
-
-    A running maximum over the rows: faster than ``argmax(axis=0)`` on few rows.
-    """
-    best = values[0].copy()
-    labels = np.zeros(values.shape[1], dtype=np.intp)
-    for j in range(1, len(values)):
-        better = values[j] > best
-        labels[better] = j
-        np.maximum(best, values[j], out=best)
-    return labels
 
 
 # ---------------------------------------------------------------- the rows
