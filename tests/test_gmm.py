@@ -371,6 +371,15 @@ def test_the_coarse_em_brings_the_exact_em_most_of_the_way(photo):
     assert ll_carried > ll_start + 0.2
 
 
+def test_init_names_the_seeding_of_the_hard_start():
+    rng = np.random.default_rng(13)
+    X = rng.gamma(2.0, 20.0, size=(3000, 3))
+    fits = [gmm.fit_gmm(X, 6, init=init, rng=np.random.default_rng(0))
+            for init in ("random", "random", "k-means++")]
+    np.testing.assert_array_equal(fits[0].means, fits[1].means)
+    assert not np.allclose(fits[0].means, fits[2].means)
+
+
 # ---------------------------------------------------------------- degenerate data
 
 def test_as_many_components_as_points_gives_each_point_its_own():
