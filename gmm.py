@@ -84,12 +84,12 @@ REG_COVAR = 1.0 / 12.0
 MAX_DROPPED = 1e-10
 
 # The largest number of components the command line accepts (hw2.py refuses
-# more up front).  On the noisy 10.7 MP photo (546,363 colours),
-# `hw2.py --model mixture` took 18.4 s of CPU at k=4096 and 88.5 s at k=8192
-# (5 min of wall time on a 2-core machine shared with 6 other busy
-# processes), peak memory 268 MB both; at k=16384, 163 s of CPU (7.5 min of
-# wall time on that machine), 272 MB: too close to 5 minutes on a 2-core
-# machine.  Most of it is the hard start's k-means++ on the 26,039 cells.
+# more up front).  `hw2.py --model mixture` on the noisy 10.7 MP photo
+# (546,363 colours, 26,039 cells), with the coarse-to-fine kmeans.py of the
+# kmeans branch, on a 2-core machine shared with other work: k=8192 in 82 s
+# (68 s of CPU, 45 s of it the hard start's k-means), k=16384 in 299 s
+# (178 s of CPU, 248 s before the first EM step); peak memory 267-268 MB.
+# k=16384 is at the 5-minute limit, so 8192.
 MAX_COMPONENTS = 8192
 
 # Matrix products are made in pieces of at most this many multiply-adds
