@@ -371,6 +371,20 @@ def test_the_coarse_em_brings_the_exact_em_most_of_the_way(photo):
     assert ll_carried > ll_start + 0.2
 
 
+@pytest.mark.parametrize("n_components, n_cells", [(20, 64), (100, 512), (600, None)])
+def test_the_hard_start_takes_the_coarsest_histogram_with_enough_cells(n_components, n_cells):
+    # Every colour of a 16-level cube: 64 cells of side 4, 512 of side 2.  With
+    # more components than either has (or than would halve the rows), the
+    # colours themselves.
+    X = np.stack(np.meshgrid(*[np.arange(16.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    rows = gmm._sample_rows(X - X.mean(axis=0), np.ones(len(X)), n_components)
+    settings = gmm._Settings(gmm.REG_COVAR, 1e-3, 100, None)
+    start, cells = gmm._hard_start(rows, n_components, "k-means++", 10,
+                                   np.random.default_rng(0), settings)
+    assert (cells is None) if n_cells is None else len(cells.weights) == n_cells
+    assert len(start.weights) == n_components and np.all(np.isfinite(start.covariances))
+
+
 def test_init_names_the_seeding_of_the_hard_start():
     rng = np.random.default_rng(13)
     X = rng.gamma(2.0, 20.0, size=(3000, 3))
