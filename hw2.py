@@ -17,7 +17,6 @@ _IMPORTED = time.monotonic()  # before the imports below: the summary's time inc
 import argparse
 import contextlib
 import difflib
-import inspect
 import os
 import re
 import shutil
@@ -316,8 +315,6 @@ def check_args(parser, args):
         parser.error(f"argument --clusters: {args.clusters} is more than {_limit_reason(args)}")
     if args.seed < 0:
         parser.error(f"argument --seed: {args.seed} is negative")
-    if args.model == "mixture" and args.init != "k-means++" and not _mixture_takes_init():
-        parser.error(f"argument --init: {args.init} applies to --model kmeans only")
 
 
 def cluster_limits():
@@ -335,11 +332,6 @@ def _limit_reason(args):
     others = [f"--model {model} (up to {most})" for model, most in cluster_limits().items()
               if most > limit and args.clusters <= most]
     return f"{why}; use --clusters {limit} or fewer" + (f", or {others[0]}" if others else "")
-
-
-def _mixture_takes_init():
-    # gmm.fit_gmm gains ``init`` in the numerics redesign; until then only k-means++ is true.
-    return "init" in inspect.signature(gmm.fit_gmm).parameters
 
 
 # ---------------------------------------------------------------- compress
@@ -414,9 +406,8 @@ def fit_colours(colours, counts, args, report):
     progress = (report.progress_callback(args.model, n_pixels=int(counts.sum()))
                 if report.shows_progress else None)
     if args.model == "mixture":
-        init = {"init": args.init} if _mixture_takes_init() else {}
-        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress,
-                          **init)
+        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
+                          callback=progress)
         return fit.means, gmm.predict(X, fit), fit, fit.n_runs
     starts = _kmeans_starts(len(X), args.clusters)
     fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
