@@ -241,14 +241,12 @@ def fit_colours(colours, counts, args, report):
         fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress)
         labels, n_starts = gmm.predict(X, fit), fit.n_runs
     else:
-        n_init = kmeans.auto_n_init(len(X), args.clusters)
-        # The objective for a progress line costs a pass over the colours each
-        # iteration: only pay for it when the line is shown.
-        shown = report.verbose or report.live
-        fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init,
-                            n_init=n_init, polish=True, rng=rng,
-                            callback=progress if shown else None)
-        labels, n_starts = fit.labels, n_init  # every seeding counts, run in full or not
+        n_pixels = counts.sum()
+        # The Reporter takes (iteration, objective summed over pixels); seeding has no value.
+        fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
+                            callback=lambda p: None if np.isnan(p.value)
+                            else progress(p.iteration, p.value * n_pixels))
+        labels, n_starts = fit.labels, fit.n_init
     report.clear()
     return fit.means if args.model == "mixture" else fit.centers, labels, fit, n_starts
 
