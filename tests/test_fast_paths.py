@@ -147,12 +147,10 @@ def test_a_fit_in_small_blocks_is_the_fit_in_one_block(monkeypatch):
 
 # ---------------------------------------------------------------- the assign step
 
-# The ways of computing the assign step: every distance; Hamerly's bounds, comparing
-# the rows they cannot settle with every centre or with the centres near their own.
+# The ways of computing the assign step: every distance, or Hamerly's bounds.
 ASSIGN_STEPS = {
-    "every distance": dict(_BOUNDS_MIN_PAIRS=1 << 62),
-    "bounds": dict(_BOUNDS_MIN_PAIRS=0, _NEIGHBOURS_MAX_CLUSTERS=0),
-    "bounds, near centres": dict(_BOUNDS_MIN_PAIRS=0, _NEIGHBOURS_MAX_CLUSTERS=1 << 20),
+    "every distance": dict(_BOUNDS_MIN_CLUSTERS=1 << 62),
+    "bounds": dict(_BOUNDS_MIN_CLUSTERS=0),
 }
 
 
@@ -178,7 +176,7 @@ def test_assign_step_follows_moving_centres_exactly_ties_included(assign_way, se
     X = rng.integers(0, 12, size=(3000, 3)).astype(np.float64)
     centers = rng.integers(0, 12, size=(9, 3)).astype(np.float64)
     centers[8] = centers[7]  # two centres at the same place
-    step = kmeans._assign_step(X, len(centers))
+    step = kmeans._assign_step(X, len(centers), finish=True)
     n_ties = 0
     for _ in range(25):
         sq_dist = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
@@ -194,7 +192,7 @@ def test_assign_step_follows_moving_centres_on_real_valued_data(assign_way):
     rng = np.random.default_rng(7)
     X = blobs(rng, n_per_blob=500, n_blobs=6)
     centers = X[rng.choice(len(X), 12, replace=False)]
-    step = kmeans._assign_step(X, len(centers))
+    step = kmeans._assign_step(X, len(centers), finish=True)
     for scale in (5.0, 1.0, 0.1, 0.0, 2.0, 0.01):
         np.testing.assert_array_equal(step.labels(centers), brute_force_labels(X, centers))
         centers = centers + scale * rng.standard_normal(centers.shape)
@@ -217,7 +215,7 @@ def test_lloyd_takes_the_steps_of_plain_lloyd(assign_way, seed):
 
 
 def test_a_fit_in_small_blocks_is_the_fit_in_one_block_with_bounds(monkeypatch):
-    monkeypatch.setattr(kmeans, "_BOUNDS_MIN_PAIRS", 0)
+    monkeypatch.setattr(kmeans, "_BOUNDS_MIN_CLUSTERS", 0)
     rng = np.random.default_rng(6)
     X = blobs(rng)
     start = X[rng.choice(len(X), 7, replace=False)]
