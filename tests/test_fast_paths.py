@@ -75,14 +75,21 @@ def test_fitting_distinct_colours_with_counts_is_fitting_every_pixel():
     assert on_colours.n_iter == on_pixels.n_iter
 
 
-def test_default_seeding_on_distinct_colours_matches_every_pixel():
+def test_default_seeding_on_distinct_colours_matches_every_pixel(monkeypatch):
     # The starts run on the coarse histogram, which is the same for the pixels and for
     # their distinct colours with counts; the finish is the same Lloyd on either.
-    pixels = sample_pixels(size=(320, 213))
+    sizes = []  # (samples, points the starts ran on)
+    real = kmeans._coarse_data
+    monkeypatch.setattr(kmeans, "_coarse_data", lambda X, *args: sizes.append(
+        (len(X), len(real(X, *args)[0]))) or real(X, *args))
+    pixels = sample_pixels(size=(640, 427))
     colours, counts, inverse = codec.distinct_colours(pixels)
     on_colours = kmeans.kmeans(colours, 8, sample_weight=counts, n_init=3,
                                rng=np.random.default_rng(1))
     on_pixels = kmeans.kmeans(pixels, 8, n_init=3, rng=np.random.default_rng(1))
+    # Both started on the same histogram, smaller than either.
+    assert sizes[0][1] == sizes[1][1] < len(colours) < len(pixels)
+    assert on_colours.converged and on_pixels.converged
     np.testing.assert_allclose(on_colours.centers, on_pixels.centers, rtol=1e-9, atol=1e-8)
     np.testing.assert_array_equal(on_colours.labels[inverse], on_pixels.labels)
     assert on_colours.inertia == pytest.approx(on_pixels.inertia, rel=1e-9)
@@ -176,7 +183,7 @@ def test_assign_step_follows_moving_centres_exactly_ties_included(assign_way, se
     X = rng.integers(0, 12, size=(3000, 3)).astype(np.float64)
     centers = rng.integers(0, 12, size=(9, 3)).astype(np.float64)
     centers[8] = centers[7]  # two centres at the same place
-    step = kmeans._assign_step(X, len(centers), finish=True)
+    step = kmeans._assign_step(X, len(centers))
     n_ties = 0
     for _ in range(25):
         sq_dist = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
@@ -192,7 +199,7 @@ def test_assign_step_follows_moving_centres_on_real_valued_data(assign_way):
     rng = np.random.default_rng(7)
     X = blobs(rng, n_per_blob=500, n_blobs=6)
     centers = X[rng.choice(len(X), 12, replace=False)]
-    step = kmeans._assign_step(X, len(centers), finish=True)
+    step = kmeans._assign_step(X, len(centers))
     for scale in (5.0, 1.0, 0.1, 0.0, 2.0, 0.01):
         np.testing.assert_array_equal(step.labels(centers), brute_force_labels(X, centers))
         centers = centers + scale * rng.standard_normal(centers.shape)
@@ -258,15 +265,15 @@ def test_coarse_histogram_keeps_the_weight_and_the_mean():
 
 
 def test_coarse_to_fine_ends_at_a_fixed_point_of_lloyd_on_the_exact_data(monkeypatch):
-    calls = []
-    real = kmeans.coarse_histogram
-    monkeypatch.setattr(kmeans, "coarse_histogram",
-                        lambda *args: calls.append(args[2]) or real(*args))
-    pixels = sample_pixels(size=(160, 107))
+    sizes = []  # (samples, points the starts ran on)
+    real = kmeans._coarse_data
+    monkeypatch.setattr(kmeans, "_coarse_data", lambda X, *args: sizes.append(
+        (len(X), len(real(X, *args)[0]))) or real(X, *args))
+    pixels = sample_pixels(size=(640, 427))
     colours, counts, _ = codec.distinct_colours(pixels)
     X = colours.astype(np.float64)
     result = kmeans.kmeans(X, 6, sample_weight=counts, n_init=3, rng=np.random.default_rng(4))
-    assert calls, "the starts should have run on a coarse histogram"
+    assert sizes[0][1] < sizes[0][0], "the starts should have run on a coarse histogram"
     assert result.converged
     centers, labels, history = plain_lloyd(X, counts.astype(np.float64), result.centers)
     np.testing.assert_array_equal(labels, result.labels)
