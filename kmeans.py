@@ -189,9 +189,11 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
     Coarse to fine: each start is seeded and run to ``tol`` on a coarse
     weighted histogram of ``X`` (the weighted means of the occupied cells of
     a grid, see :func:`coarse_histogram`), or on ``X`` itself when no grid
-    makes it much smaller.  The start with the lowest objective is then
-    finished on ``X`` until no label changes: a fixed point of Lloyd's
-    algorithm on the exact data (within ``max_iter`` iterations).
+    suits.  The start with the lowest objective is then finished on ``X``
+    until no label changes: a fixed point of Lloyd's algorithm on the exact
+    data, unless it runs out of iterations first (``max_iter``, or fewer on
+    large data: as many as fit in ``_FINISH_PAIRS`` sample-centre pairs, at
+    least ``_FINISH_MIN_ITER``; ``converged`` tells).
 
     Parameters
     ----------
@@ -209,7 +211,8 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
         Number of starts.  ``"auto"``: as many as a budget of work allows on
         the coarse data, 1 to 10.
     max_iter : int
-        Most Lloyd iterations per start, and in the finish on ``X``.
+        Most Lloyd iterations per start, and in the finish on ``X``.  The
+        finish stops at a fixed point, whatever ``tol``.
     tol : float
         Relative tolerance of the starts: one stops when the summed squared
         shift of the centres falls below ``tol`` times the mean per-feature
@@ -286,13 +289,13 @@ def _best_start(points, weights, offset, n_clusters, seed, n_init, max_iter, tol
         Its number, from 1.
     centers : ndarray of shape (n_clusters, n_features)
     """
-    assign_step = _assign_step(points, n_clusters)
     best, best_run = None, 0
     for run in range(1, n_init + 1):
         report.stage("seeding", run, n_init, n_clusters)
         centers = seed(points, n_clusters, weights, rng, report)
         report.stage("coarse", run, n_init, max_iter, offset)
-        result = _lloyd(points, weights, centers, assign_step, max_iter, tol_abs, report)
+        result = _lloyd(points, weights, centers, _assign_step(points, n_clusters), max_iter,
+                        tol_abs, report)
         if best is None or result.inertia < best.inertia:
             best, best_run = result, run
     return best_run, best.centers
@@ -452,7 +455,9 @@ class _UpdateStep:
 
     def __init__(self, X, weights, n_clusters):
         self.X, self.weights, self.n_clusters = X, weights, n_clusters
-        self.weighted = np.ascontiguousarray((X * weights[:, None]).T)  # one row per feature
+        # One row per feature, then the weight and whether it is positive: summed per
+        # cluster, the weighted sums, the mass and the count of members.
+        self.columns = np.vstack([X.T * weights, weights, weights > 0])
         self.sq_total = float(weights @ _row_norms(X))
         self.labels = None
 
@@ -467,18 +472,20 @@ class _UpdateStep:
             totals: ``sum w ||x||^2 - sum_j m_j ||mean_j||^2``.
         """
         if self.labels is None:
-            self.mass, self.sums = self._totals(labels, slice(None))
+            self.totals = self._totals(labels, slice(None))
         else:
             moved = np.flatnonzero(labels != self.labels)
-            gained, lost = self._totals(labels[moved], moved), self._totals(self.labels[moved],
-                                                                            moved)
-            self.mass += gained[0] - lost[0]
-            self.sums += gained[1] - lost[1]
+            self.totals += self._totals(labels[moved], moved)
+            self.totals -= self._totals(self.labels[moved], moved)
         self.labels = labels
-        filled = self.mass > 0
+        *sums, mass, members = self.totals
+        filled = members > 0.5
+        if (mass[filled] <= 0).any():  # lost to rounding (real weights): count afresh
+            self.labels = None
+            return self(labels, centers)
         new_centers = centers.copy()
-        new_centers[filled] = self.sums[filled] / self.mass[filled, None]
-        objective = self.sq_total - float(self.mass[filled] @ _row_norms(new_centers[filled]))
+        new_centers[filled] = np.transpose(sums)[filled] / mass[filled, None]
+        objective = self.sq_total - float(mass[filled] @ _row_norms(new_centers[filled]))
         empty = np.flatnonzero(~filled)
         if len(empty) > 0:
             cost = self.weights * _row_norms(self.X - centers[labels])
@@ -487,12 +494,14 @@ class _UpdateStep:
         return new_centers, max(objective, 0.0)
 
     def _totals(self, labels, rows):
-        """Mass and weighted sums per cluster of the samples ``rows`` labelled ``labels``."""
-        k = self.n_clusters
-        mass = np.bincount(labels, weights=self.weights[rows], minlength=k)
-        sums = np.stack([np.bincount(labels, weights=feature[rows], minlength=k)
-                         for feature in self.weighted], axis=1)
-        return mass, sums
+        """Per cluster, the sums of ``self.columns`` over the samples ``rows`` with ``labels``.
+
+        Returns
+        -------
+        ndarray of shape (n_features + 2, n_clusters)
+        """
+        return np.stack([np.bincount(labels, weights=column[rows], minlength=self.n_clusters)
+                         for column in self.columns])
 
 
 def _inertia(X, weights, centers, labels):
