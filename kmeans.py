@@ -248,7 +248,7 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
         if n_init == "auto":
             n_init = int(np.clip(_START_BUDGET // (len(coarse[0]) * n_clusters),
                                  1, _MAX_STARTS))
-        best_run, start = _best_start(*coarse, n_clusters, INITS[init], n_init, max_iter,
+        best_run, start = _best_of_starts(*coarse, n_clusters, INITS[init], n_init, max_iter,
                                       tol * _mean_variance(X, weights), rng, report)
         n_runs = n_init
     finish_iter = min(max_iter, max(_FINISH_MIN_ITER, _FINISH_PAIRS // (len(X) * n_clusters)))
@@ -283,7 +283,7 @@ def _coarse_data(X, weights, n_clusters):
     return X, weights, 0.0
 
 
-def _best_start(points, weights, offset, n_clusters, seed, n_init, max_iter, tol_abs, rng,
+def _best_of_starts(points, weights, offset, n_clusters, seed, n_init, max_iter, tol_abs, rng,
                 report):
     """Seed and run Lloyd ``n_init`` times on ``points``; the start with the lowest objective.
 
