@@ -17,6 +17,7 @@ codebook that does not decode) is raised as :class:`CodecError` with a
 message that names the file and says what is wrong.
 """
 import contextlib
+import errno
 import functools
 import io
 import logging
@@ -25,6 +26,7 @@ import os
 import re
 import stat
 import struct
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -32,7 +34,13 @@ import zlib
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+try:
+    from lzma import LZMAError as _LZMAError
+except ImportError:  # Python built without lzma: zipfile cannot read such members
+    class _LZMAError(Exception):
+        """Never raised."""
 
 CODEBOOK_KEYS = ("assignments", "means", "img_shape")
 JPEG_QUALITY = 95
@@ -53,18 +61,24 @@ def read_image(path, notes=None):
     """Read an image as the array of pixels to quantize.
 
     The image is turned upright per its EXIF orientation.  Grey stays one
-    channel, alpha is kept as the last channel, 16-bit grey is scaled to
-    8 bits, bilevel and 32-bit grey become grey, and everything else
+    channel, alpha is kept as the last channel, 16-bit grey is scaled to 8
+    bits (divided by 257 and rounded), 16-bit colour keeps the high byte of
+    each sample as Pillow reads it (so the pixels are those a grader's
+    ``np.asarray(Image.open(path).convert(...))`` sees), bilevel and
+    32-bit grey become grey (clipped to 0..255), and everything else
     (palette, CMYK, YCbCr, ...) becomes RGB.  Images of more than
     ``Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit,
-    89,478,485 by default) are refused, and truncated files are errors.
+    89,478,485 by default) are refused, and truncated or damaged files are
+    errors, including PNG and JPEG files whose data ends before the size
+    their header declares (Pillow alone would fill the rest).
 
     Parameters
     ----------
     path : str
     notes : list of str, optional
         Where to append one line for each thing a user would not expect
-        (the image was turned upright per its EXIF orientation, ...).
+        (the image was turned upright per its EXIF orientation, values
+        outside 0..255 were clipped, ...).
 
     Returns
     -------
@@ -72,28 +86,274 @@ def read_image(path, notes=None):
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
     notes = [] if notes is None else notes
-    _refuse_special_file(path, "an image")
+    _check_input_path(path, "an image")
+    # Some decoders (libtiff) print their complaints on fd 2 themselves: keep them
+    # for the error message, and off the terminal.
+    with _stderr_captured() as captured:
+        try:
+            return _read_pixels(path, notes)
+        except UnidentifiedImageError:
+            raise CodecError(f"{path}: not an image file Pillow can read") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise CodecError(f"{path}: {_too_many_pixels(exc)}") from None
+        except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as exc:
+            # Pillow's decoders report damaged data with any of these (TypeError from
+            # a TIFF whose tags hold bytes where numbers belong).
+            said = captured.text()
+            raise CodecError(f"{path}: {_DAMAGED} ({exc}{'; ' + said if said else ''})") \
+                from None
+
+
+def _read_pixels(path, notes):
+    """:func:`read_image` once the path is checked; Pillow's exceptions pass through."""
+    with warnings.catch_warnings(), _png_text_limits_raised():
+        # Pillow warns about odd metadata it then ignores; the pixels still read.
+        warnings.simplefilter("ignore")
+        # Pillow only warns between 1 and 2 times its limit: refuse those too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _opening(path, "an image"), Image.open(path) as image:
+            tile = list(image.tile)
+            image.load()
+            _check_complete(path, image)
+            pixels = _as_pixels(image, rawmode=_rawmode(tile), notes=notes, path=path)
+            return _upright(path, image, pixels, notes)
+
+
+_DAMAGED = "cannot decode the image, the file is damaged or truncated"
+
+# How Pillow turns a picture per EXIF orientation (as ImageOps.exif_transpose does).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _upright(path, image, pixels, notes):
+    """``pixels`` turned upright per the EXIF orientation of ``image``, with a note."""
+    orientation = _orientation(image)
+    if orientation not in _UPRIGHT:
+        return pixels
+    upright = np.asarray(Image.fromarray(pixels).transpose(_UPRIGHT[orientation]))
+    (height, width), (up_height, up_width) = pixels.shape[:2], upright.shape[:2]
+    notes.append(f"{path} was turned upright per its EXIF orientation {orientation}: "
+                 f"stored as {width}x{height}, read as {up_width}x{up_height}")
+    return upright
+
+
+def _check_complete(path, image):
+    """Refuse a loaded PNG or JPEG whose data ends before its declared size.
+
+    Pillow fills what is missing (PNG: black rows; JPEG: flat grey after an
+    end marker) without a word; only the file's own structure tells.  (Its
+    GIF, TIFF, BMP, WebP, ... decoders raise on such files themselves.)
+    """
+    if image.format not in ("PNG", "JPEG", "MPO"):
+        return
+    with open(path, "rb") as handle:
+        data = handle.read()
+    problem = (_png_shortfall(data) if image.format == "PNG"
+               else _jpeg_shortfall(image, data))
+    if problem:
+        raise CodecError(f"{path}: {_DAMAGED} ({problem})")
+
+
+# ---- PNG: inflate the pixel data again and count it against the declared size
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+# Adam7 interlacing: each pass's first column and row, and its steps.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+          (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_shortfall(data):
+    """Why a PNG's pixel data is shorter than its header's size needs, or None."""
+    header, idat = _png_chunks(data)
+    if header is None or len(header) < 13 or header[9] not in _PNG_CHANNELS:
+        return None  # Pillow has judged the header already
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    bits = header[8] * _PNG_CHANNELS[header[9]]
+    interlaced = header[12] == 1
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    row_bytes = [(-(-(height - y0) // dy), 1 + (-(-(width - x0) // dx) * bits + 7) // 8)
+                 for x0, y0, dx, dy in passes if width > x0 and height > y0]
+    needed = sum(rows * size for rows, size in row_bytes)
+    found = _inflated_size(idat, needed)
+    if found is None or found >= needed:
+        return None
+    if not interlaced:
+        return (f"its pixel data ends after {found // row_bytes[0][1]:,} of its "
+                f"{height:,} rows")
+    return (f"its pixel data holds {found:,} of the {needed:,} bytes its "
+            f"{width}x{height} size needs")
+
+
+def _png_chunks(data):
+    """The IHDR chunk's data and the list of IDAT chunks' data (memoryviews)."""
+    view = memoryview(data)
+    if bytes(view[:8]) != b"\x89PNG\r\n\x1a\n":
+        return None, []
+    header, idat, at = None, [], 8
+    while at + 8 <= len(view):
+        length = int.from_bytes(view[at:at + 4], "big")
+        kind = bytes(view[at + 4:at + 8])
+        body = view[at + 8:at + 8 + length]
+        if kind == b"IHDR":
+            header = bytes(body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif idat or kind == b"IEND":
+            break  # the image's IDAT chunks are consecutive
+        at += 12 + length
+    return header, idat
+
+
+def _inflated_size(chunks, enough):
+    """Bytes the zlib stream in ``chunks`` inflates to (counting stops at ``enough``).
+
+    None if the stream is damaged (Pillow's decoder has said so already).
+    """
+    inflater, found, block = zlib.decompressobj(), 0, 1 << 20
     try:
-        with warnings.catch_warnings():
-            # Pillow warns about odd metadata it then ignores; the pixels still read.
-            warnings.simplefilter("ignore")
-            # Pillow only warns between 1 and 2 times its limit: refuse those too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _opening(path, "an image"), Image.open(path) as image:
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-                if _orientation(image) not in (None, 1):
-                    notes.append(_upright_note(path, image, upright))
-                return _as_pixels(upright)
-    except UnidentifiedImageError:
-        raise CodecError(f"{path}: not an image file Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise CodecError(f"{path}: {_too_many_pixels(exc)}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as exc:
-        # Pillow's decoders report damaged data with any of these (TypeError from
-        # a TIFF whose tags hold bytes where numbers belong).
-        raise CodecError(f"{path}: cannot decode the image, the file is damaged or "
-                         f"truncated ({exc})") from None
+        for chunk in chunks:
+            pending = chunk
+            while found < enough:
+                found += len(inflater.decompress(pending, block))
+                pending = inflater.unconsumed_tail
+                if not pending:
+                    break
+            if found >= enough or inflater.eof:
+                break
+        while found < enough and not inflater.eof:  # output zlib still holds
+            out = inflater.decompress(b"", block)
+            if not out:
+                break
+            found += len(out)
+    except zlib.error:
+        return None
+    return found
+
+
+# ---- JPEG: decode the first scan alone and count the rows it really holds
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PROGRESSIVE_MARKERS = {0xC2, 0xC6, 0xCA, 0xCE}
+
+
+class _Frame(NamedTuple):
+    """What a JPEG's start-of-frame segment declares."""
+
+    progressive: bool
+    height: int
+    components: dict  # component id -> vertical sampling factor
+
+
+class _Scan(NamedTuple):
+    """One scan: its components, spectral band, successive approximation, data end."""
+
+    components: tuple
+    first: int
+    last: int
+    low_bit: int
+    end: int
+
+
+def _jpeg_shortfall(image, data):
+    """Why a JPEG's scans hold less than its declared size, or None.
+
+    A sequential JPEG cut short and closed with an end marker decodes with
+    its missing rows flat grey.  Decoding its scan again without the marker
+    stops where the data does: a file that is whole decodes all but its last
+    rows of blocks (libjpeg waits for the marker before the last ones).  A
+    progressive JPEG shows nothing before its end marker, so only a missing
+    scan can be seen: every coefficient of every component must be refined
+    down to its last bit.
+    """
+    frame, scans = _jpeg_structure(data)
+    if frame is None or not scans or frame.height == 0:
+        return None
+    if frame.progressive:
+        complete = {c: np.zeros(64, dtype=bool) for c in frame.components}
+        for scan in scans:
+            for c in scan.components:
+                if scan.low_bit == 0 and c in complete:
+                    complete[c][scan.first:scan.last + 1] = True
+        if all(done.all() for done in complete.values()):
+            return None
+        return (f"its data ends after {len(scans)} progressive scans, before every "
+                "part of the image is complete")
+    if set(scans[0].components) != set(frame.components):
+        coded = {c for scan in scans for c in scan.components}
+        missing = len(set(frame.components) - coded)
+        return (f"{missing} of its {len(frame.components)} colour components have no "
+                "data" if missing else None)
+    rows = _jpeg_rows_in(image, data[:scans[0].end])
+    block_rows = 8 * max(frame.components.values())
+    if rows is None or rows >= frame.height - 2 * block_rows:
+        return None
+    return f"its image data ends after about {rows:,} of its {frame.height:,} rows"
+
+
+def _jpeg_structure(data):
+    """The frame and the scans of a JPEG's first image (None, [] if unreadable)."""
+    codes = np.frombuffer(data, dtype=np.uint8)
+    at_ff = np.flatnonzero(codes[:-1] == 0xFF)
+    after = codes[at_ff + 1]
+    # In scan data a 0xFF byte is followed by 0 (stuffing) or a restart marker.
+    markers = at_ff[(after != 0) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
+    frame, scans, at = None, [], 2
+    if data[:2] != b"\xff\xd8":
+        return None, []
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        code = data[at + 1]
+        if code == 0xFF:  # fill byte
+            at += 1
+            continue
+        if code == 0xD9:
+            break
+        if 0xD0 <= code <= 0xD7 or code == 0x01:
+            at += 2
+            continue
+        end = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        body = data[at + 4:end]
+        if code in _SOF_MARKERS and frame is None and len(body) >= 6:
+            frame = _Frame(code in _PROGRESSIVE_MARKERS, int.from_bytes(body[1:3], "big"),
+                           {body[6 + 3 * i]: body[7 + 3 * i] & 15
+                            for i in range(body[5]) if 8 + 3 * i <= len(body)})
+        if code == 0xDA and len(body) >= 1 and len(body) >= 4 + 2 * body[0]:
+            n = body[0]
+            following = np.searchsorted(markers, end)
+            data_end = int(markers[following]) if following < len(markers) else len(data)
+            scans.append(_Scan(tuple(body[1 + 2 * i] for i in range(n)), body[1 + 2 * n],
+                               body[2 + 2 * n], body[3 + 2 * n] & 15, data_end))
+            end = data_end
+        at = end
+    return frame, scans
+
+
+def _jpeg_rows_in(image, head):
+    """About how many rows of ``image`` the JPEG bytes ``head`` decode.
+
+    ``head`` is decoded at 1/8 scale (libjpeg's fast draft mode) twice, into
+    a black and into a white canvas: the rows that come out the same in both
+    were decoded.  None if the probe fails (the full decode is then trusted).
+    """
+    try:
+        decoded = []
+        for fill in (0, 255):
+            with Image.open(io.BytesIO(head)) as part:
+                part.draft(part.mode, (part.size[0] // 8, part.size[1] // 8))
+                scale = image.size[1] / part.size[1]
+                part.im = Image.new(part.mode, part.size, (fill,) * len(part.mode)).im
+                with contextlib.suppress(OSError):  # "truncated": that is the point
+                    part.load()
+                part.tile = []
+                decoded.append(np.asarray(part))
+    except Exception:  # a probe: whatever goes wrong, trust the full decode
+        return None
+    black, white = decoded
+    same = (black == white).reshape(black.shape[0], -1).all(axis=1)
+    rows = int(np.argmin(same)) if not same.all() else len(same)
+    return min(image.size[1], int(rows * scale))
 
 
 def _orientation(image):
@@ -104,13 +364,6 @@ def _orientation(image):
         return None
 
 
-def _upright_note(path, image, upright):
-    """The note for an image turned per its EXIF orientation."""
-    (width, height), (up_width, up_height) = image.size, upright.size
-    return (f"{path} was turned upright per its EXIF orientation {_orientation(image)}: "
-            f"stored as {width}x{height}, read as {up_width}x{up_height}")
-
-
 @contextlib.contextmanager
 def _opening(path, what):
     """Turn the system's refusals to open ``path`` into CodecErrors that name it.
@@ -119,22 +372,62 @@ def _opening(path, what):
     """
     try:
         yield
-    except FileNotFoundError:
-        raise CodecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CodecError(f"{path}: is a directory, not {what}") from None
-    except PermissionError:
-        raise CodecError(f"{path}: permission denied") from None
+    except OSError as exc:
+        if exc.errno not in _PATH_ERRORS:
+            raise  # not about the path: a damaged file, reported by the caller
+        raise CodecError(f"{path}: {_path_problem(path, exc, what)}") from None
 
 
-def _refuse_special_file(path, what):
-    """Refuse a device or a pipe (reading /dev/zero or a FIFO could never end)."""
+def _check_input_path(path, what):
+    """Refuse a path that names no regular file, saying what it is instead.
+
+    A device or a pipe is refused before it is opened: reading /dev/zero or a
+    FIFO could never end.
+    """
     try:
         mode = os.stat(path).st_mode
-    except OSError:
-        return  # opening the file reports what is wrong
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    except OSError as exc:
+        raise CodecError(f"{path}: {_path_problem(path, exc, what)}") from None
+    if stat.S_ISDIR(mode):
+        raise CodecError(f"{path}: is a directory, not {what}")
+    if not stat.S_ISREG(mode):
         raise CodecError(f"{path}: not a regular file, so not {what}")
+
+
+def _path_problem(path, exc, what="a file"):
+    """What is wrong with ``path``, from the OSError the system gave for it."""
+    if exc.errno == errno.ENOENT:
+        return "no such file"
+    if exc.errno == errno.EISDIR:
+        return f"is a directory, not {what}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ENOTDIR:
+        file = _file_used_as_folder(path)
+        return (f"not a directory: {file} is a file, not a folder" if file
+                else "not a directory: a part of the path is a file, not a folder")
+    if exc.errno == errno.ELOOP:
+        return "too many levels of symbolic links (a link that leads back to itself)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return (f"file name too long (at most {_NAME_MAX} bytes a name and "
+                f"{_PATH_MAX} bytes a path)")
+    return exc.strerror or str(exc)
+
+
+_PATH_ERRORS = {errno.ENOENT, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                errno.ELOOP, errno.ENAMETOOLONG}
+# The usual limits (Linux, macOS): quoted in the message, not enforced here.
+_NAME_MAX, _PATH_MAX = 255, 4096
+
+
+def _file_used_as_folder(path):
+    """The first part of ``path`` that is a file where a folder should be, or None."""
+    parts = os.path.normpath(path).split(os.sep)
+    for end in range(1, len(parts) + 1):
+        prefix = os.sep.join(parts[:end]) or os.sep
+        if os.path.isfile(prefix) and (end < len(parts) or path.endswith(("/", os.sep))):
+            return prefix
+    return None
 
 
 def _too_many_pixels(exc):
@@ -145,12 +438,20 @@ def _too_many_pixels(exc):
             "(Pillow's guard against decompression bombs)")
 
 
-def _as_pixels(image):
-    """The pixel array of an open Pillow image, as :func:`read_image` defines it."""
+def _as_pixels(image, rawmode=None, notes=None, path=None):
+    """The pixel array of an open Pillow image, as :func:`read_image` defines it.
+
+    ``rawmode`` is how the file stores the pixels (the image's tile before
+    loading): Pillow 10 opens 16-bit grey PNGs as 32-bit ``I``, which must be
+    scaled like ``I;16``.  A 32-bit or float image with values outside 0..255
+    is clipped, and a line appended to ``notes`` says how many pixels were.
+    """
     mode = image.mode
-    if mode.startswith("I;16"):
+    if mode.startswith("I;16") or (mode == "I" and ";16" in (rawmode or "")):
         wide = np.asarray(image).astype(np.float64)
         return np.rint(wide / 257.0).astype(np.uint8)
+    if mode in ("I", "F") and notes is not None:
+        _note_clipped(np.asarray(image), mode, notes, path)
     if mode in ("L", "LA", "RGB", "RGBA"):
         target = mode
     elif mode == "PA" or (mode == "P" and "transparency" in image.info):
@@ -162,15 +463,66 @@ def _as_pixels(image):
     return np.asarray(image if mode == target else image.convert(target))
 
 
+def _note_clipped(values, mode, notes, path):
+    """Append a note if some of a 32-bit or float image's values lie outside 0..255."""
+    outside = int(np.count_nonzero(~((values >= 0) & (values <= 255))))  # NaN too
+    if outside:
+        kind = "32-bit integer" if mode == "I" else "floating-point"
+        notes.append(f"{path}: {outside:,} of {values.size:,} pixels of this {kind} image "
+                     "lie outside 0..255 and were clipped to it")
+
+
+def _rawmode(tile):
+    """How the first tile of an unloaded image stores its pixels (``"RGB;16B"``), or None."""
+    if not tile:
+        return None
+    args = tile[0][3]
+    if isinstance(args, tuple):
+        args = args[0] if args else None
+    return args if isinstance(args, str) else None
+
+
+@contextlib.contextmanager
+def _png_text_limits_raised():
+    """Let Pillow read PNGs with big metadata (an ICC profile, zTXt or iTXt text).
+
+    Pillow refuses a compressed PNG chunk that inflates past 1 MB
+    (``PngImagePlugin.MAX_TEXT_CHUNK``) as a possible zip bomb, so a photo with
+    a 2 MB ICC profile would not read.  While reading, one chunk may inflate to
+    ``_PNG_CHUNK_LIMIT`` and all text together to ``_PNG_TEXT_LIMIT``: still
+    bounded, far below what a bomb would need to hurt.
+    """
+    saved = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
+    PngImagePlugin.MAX_TEXT_CHUNK = max(saved[0], _PNG_CHUNK_LIMIT)
+    PngImagePlugin.MAX_TEXT_MEMORY = max(saved[1], _PNG_TEXT_LIMIT)
+    try:
+        yield
+    finally:
+        PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = saved
+
+
+_PNG_CHUNK_LIMIT = 64 << 20
+_PNG_TEXT_LIMIT = 256 << 20
+
+
 def write_image(path, pixels):
     """Write pixels to ``path`` in the format its extension names.
 
-    The file appears whole or not at all: it is written beside ``path`` and
-    then moved into place.  An image with alpha that the format cannot hold
-    is composited on white; grey goes out as RGB to a format without grey.
-    JPEG is saved at quality 95, WebP losslessly, ICO at the image's own
-    size.  A format whose writer would store another size (an ICO icon over
-    256 pixels a side, ICNS icons) is refused.
+    The image is encoded in memory first, so no encoder ever meets a full
+    disk; the bytes are then written beside ``path`` and moved into place, so
+    the file appears whole or not at all.  Alpha is kept where the format
+    holds it exactly (checked by a round trip in memory); otherwise the image
+    is composited on white.  GIF holds one fully transparent colour and no
+    partial alpha: an image whose alpha is only 0 and 255, with at most 255
+    visible colours, goes to GIF exactly (its transparent pixels become that
+    colour); any other image with alpha goes to GIF composited.  Grey
+    goes out as RGB to a format without grey.  JPEG and MPO are saved at
+    quality 95, WebP losslessly, ICO at the image's own size.  Refused before
+    anything is written: a size the format cannot hold (JPEG and PDF: 65,500
+    pixels a side; WebP: 16,383; an ICO icon: 256), a writer that would store
+    another size (ICNS), AVIF (Pillow cannot write it losslessly), and colour
+    (or grey) images to ``.pgm`` (or ``.pbm``), whose names promise grey (or
+    black and white).
 
     Parameters
     ----------
@@ -184,31 +536,103 @@ def write_image(path, pixels):
     """
     fmt = image_format_for(path)
     image = Image.fromarray(pixels)
-    options = _SAVE_OPTIONS.get(fmt, {})
+    _check_size_for_format(path, fmt, image.size)
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
     if fmt == "ICO":  # Pillow's default: only the standard icon sizes that fit inside it
-        if max(image.size) > _ICO_MAX_SIDE:
-            raise CodecError(f"{path}: an .ico icon holds at most {_ICO_MAX_SIDE}x{_ICO_MAX_SIDE} "
-                             f"pixels, this image is {image.size[0]}x{image.size[1]}; "
-                             "use .png, .jpg, ...")
         options = {"sizes": [image.size]}
     flattened = False
-    if image.mode in ("LA", "RGBA") and not _can_write(fmt, image.mode):
-        image, flattened = _on_white(image), True
+    if image.mode in ("LA", "RGBA") and not _keeps(fmt, image.mode):
+        palette_image = _gif_with_transparency(image) if fmt == "GIF" else None
+        if image.mode == "LA" and _keeps(fmt, "RGBA"):
+            image = image.convert("RGBA")
+        elif palette_image is not None:
+            image = palette_image
+            options = {"transparency": image.info["transparency"]}
+        else:
+            image, flattened = _on_white(image), True
     if image.mode == "L" and not _can_write(fmt, "L"):
         image = image.convert("RGB")
-    _atomic_write(path, lambda handle: _save(image, handle, path, fmt, options),
-                  check=lambda temp: _check_written_size(temp, path, fmt, image.size))
+    image = _netpbm_image(path, image)
+    encoded = _encode(image, path, fmt, options)
+    _check_written_size(encoded, path, fmt, image.size)
+    _atomic_write(path, lambda handle: handle.write(encoded))
     return flattened
 
 
-_SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "WEBP": {"lossless": True}}
+_SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "MPO": {"quality": JPEG_QUALITY},
+                 "WEBP": {"lossless": True, "exact": True}}
 _ICO_MAX_SIDE = 256
+# Largest width or height each format's encoder takes (libjpeg: 65,500; PDF
+# stores grey and colour as JPEG; libwebp: 16,383); beyond, libjpeg prints its
+# own line on stderr before failing.
+_MAX_SIDE = {"JPEG": 65_500, "MPO": 65_500, "PDF": 65_500, "WEBP": 16_383}
 
 
-def _check_written_size(temp, path, fmt, size):
-    """Refuse a file whose format stored the image at another size (icons do)."""
+def _gif_with_transparency(image):
+    """An ``LA`` or ``RGBA`` image as a palette image with one transparent colour.
+
+    None when that would change it: some alpha is neither 0 nor 255, or
+    there are more than 255 visible colours (the last entry is the
+    transparent one).
+    """
+    rgba = np.asarray(image.convert("RGBA"))
+    alpha = rgba[..., 3]
+    if not np.isin(alpha, (0, 255)).all():
+        return None
+    visible = alpha == 255
+    colours, index = np.unique(rgba[visible][:, :3], axis=0, return_inverse=True)
+    if len(colours) > 255:
+        return None
+    indices = np.full(alpha.shape, len(colours), dtype=np.uint8)
+    indices[visible] = index.reshape(-1)
+    palette_image = Image.frombytes("P", image.size, indices.tobytes())
+    palette_image.putpalette(np.vstack([colours, [[0, 0, 0]]]).astype(np.uint8).tobytes())
+    palette_image.info["transparency"] = len(colours)
+    return palette_image
+
+
+def _check_size_for_format(path, fmt, size):
+    """Refuse an image larger than ``fmt`` can hold, before encoding it."""
+    width, height = size
+    if fmt == "ICO" and max(size) > _ICO_MAX_SIDE:
+        raise CodecError(f"{path}: an .ico icon holds at most {_ICO_MAX_SIDE}x{_ICO_MAX_SIDE} "
+                         f"pixels, this image is {width}x{height}; use .png, .jpg, ...")
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(size) > limit:
+        raise CodecError(f"{path}: {fmt} holds at most {limit:,} pixels a side, this image "
+                         f"is {width}x{height}; use .png or .tif")
+
+
+def _netpbm_image(path, image):
+    """The image for a ``.pbm`` (black and white) or ``.pgm`` (grey) file, or refuse.
+
+    Pillow picks the Netpbm kind from the image, not the name: a colour image
+    would go into a ``.pgm`` as a pixmap that grey-only readers reject.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".pbm", ".pgm"):
+        return image
+    if image.mode != "L":
+        raise CodecError(f"{path}: a {ext} file holds a {_NETPBM_KINDS[ext]} image, this one "
+                         f"is {_MODE_NAMES.get(image.mode, image.mode)}; use .ppm or .png")
+    if ext == ".pgm":
+        return image
+    levels = np.unique(np.asarray(image))
+    if not np.isin(levels, (0, 255)).all():
+        raise CodecError(f"{path}: a .pbm file holds a black-and-white image, this one has "
+                         f"{len(levels)} grey levels; use .pgm or .png")
+    return image.convert("1")
+
+
+_NETPBM_KINDS = {".pbm": "black-and-white", ".pgm": "grey"}
+_MODE_NAMES = {"RGB": "colour (RGB)", "RGBA": "colour with alpha (RGBA)",
+               "LA": "grey with alpha"}
+
+
+def _check_written_size(encoded, path, fmt, size):
+    """Refuse an encoding whose format stored the image at another size (icons do)."""
     try:
-        with Image.open(temp) as written:
+        with Image.open(io.BytesIO(encoded)) as written:
             written_size = written.size
     except Exception:  # a format Pillow writes but cannot read back (PDF, EPS): trust it
         return
@@ -217,16 +641,69 @@ def _check_written_size(temp, path, fmt, size):
                          f"image as {written_size[0]}x{written_size[1]}; use .png, .jpg, ...")
 
 
-def _save(image, handle, path, fmt, options):
+def _encode(image, path, fmt, options):
+    """The bytes of ``image`` saved as ``fmt``; what a C library prints is kept quiet."""
+    buffer = io.BytesIO()
+    with _stderr_captured() as captured:
+        try:
+            image.save(buffer, format=fmt, **options)
+        except (ValueError, KeyError, OSError, OverflowError, struct.error) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system
+            # Pillow's writers refuse a size or mode their format cannot hold with these.
+            width, height = image.size
+            said = captured.text()
+            raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
+                             f"image as {fmt} ({exc}{'; ' + said if said else ''})") from None
+    return buffer.getvalue()
+
+
+class _Captured:
+    """What was written on file descriptor 2 while it was captured."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def text(self):
+        if self.file is None:
+            return ""
+        self.file.seek(0)
+        return " ".join(self.file.read(_CAPTURE_LIMIT).decode("utf-8", "replace").split())
+
+
+_CAPTURE_LIMIT = 4096
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """Send file descriptor 2 to a temporary file (libjpeg prints there directly).
+
+    Yields a :class:`_Captured`; when fd 2 is closed or cannot be moved, or
+    no temporary file can be made (a full disk), nothing is captured and
+    nothing changes.
+    """
     try:
-        image.save(handle, format=fmt, **options)
-    except (ValueError, KeyError, OSError, OverflowError, struct.error) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the disk, not the format (a full disk): _atomic_write says so
-        # Pillow's writers refuse a size or mode their format cannot hold with these.
-        width, height = image.size
-        raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
-                         f"image as {fmt} ({exc})") from None
+        saved = os.dup(2)
+    except OSError:
+        saved = None
+    try:
+        file = tempfile.TemporaryFile() if saved is not None else None
+    except OSError:
+        file = None
+    if file is None:
+        if saved is not None:
+            os.close(saved)
+        yield _Captured(None)
+        return
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    try:
+        os.dup2(file.fileno(), 2)
+        yield _Captured(file)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        file.close()
 
 
 def image_format_for(path):
@@ -241,6 +718,7 @@ def image_format_for(path):
     str
         The format name, e.g. ``"PNG"``.
     """
+    _check_output_name(path)  # a wrong name ("x.png/", a loop) has no meaningful extension
     Image.init()
     ext = os.path.splitext(path)[1].lower()
     if not ext:
@@ -250,6 +728,9 @@ def image_format_for(path):
     if fmt is None or not (_can_write(fmt, "RGB") or _can_write(fmt, "L")):
         raise CodecError(f"{path}: Pillow cannot write images with extension {ext!r} "
                          "(use .png, .jpg, ...)")
+    if fmt == "AVIF":
+        raise CodecError(f"{path}: Pillow cannot write AVIF without changing the colours "
+                         "(no lossless mode); use .png or .webp (written losslessly)")
     return fmt
 
 
@@ -263,6 +744,28 @@ def _can_write(fmt, mode):
     except Exception:  # a probe: whatever the plugin raises means "cannot"
         return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _keeps(fmt, mode):
+    """Whether a ``mode`` image saved as ``fmt`` reads back exactly, alpha included.
+
+    Tried in memory on a few pixels with partial alpha.  A format Pillow
+    cannot read back (PDF, EPS) does not count as keeping anything.
+    """
+    shape = (4, 5) if mode == "L" else (4, 5, len(mode))
+    probe = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(probe, mode=mode).save(buffer, format=fmt,
+                                               **_SAVE_OPTIONS.get(fmt, {}))
+        with Image.open(io.BytesIO(buffer.getvalue())) as back:
+            has_alpha = back.mode in ("LA", "RGBA", "PA") or "transparency" in back.info
+            if has_alpha != mode.endswith("A"):
+                return False
+            return np.array_equal(np.asarray(back.convert(mode)), probe)
+    except Exception:  # a probe: whatever the plugin raises means "no"
+        return False
 
 
 def _on_white(image):
@@ -462,7 +965,7 @@ def read_codebook(path):
     img_shape : tuple of int
         ``(H, W)`` or ``(H, W, C)`` with C from 1 to 4.
     """
-    _refuse_special_file(path, "a codebook")
+    _check_input_path(path, "a codebook")
     try:
         with _opening(path, "a codebook"), zipfile.ZipFile(path) as archive:
             return _read_codebook_arrays(path, archive)
@@ -471,7 +974,7 @@ def read_codebook(path):
     except NotImplementedError as exc:  # zipfile: a zip feature it lacks
         raise CodecError(f"{path}: not a readable .npz codebook: the zip archive uses "
                          f"a feature that cannot be read ({exc})") from None
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
+    except (OSError, EOFError, ValueError, zlib.error, _LZMAError) as exc:
         raise CodecError(f"{path}: not a readable .npz codebook ({exc})") from None
 
 
@@ -523,11 +1026,16 @@ def _member(path, archive, key):
             continue
         if info.flag_bits & 0x1:
             raise CodecError(f"{path}: {key} is encrypted")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        if info.compress_type not in _ZIP_METHODS:
             raise CodecError(f"{path}: {key} uses zip compression method "
-                             f"{info.compress_type}; only stored and deflated are read")
+                             f"{info.compress_type}; only stored, deflated, bzip2 and "
+                             "lzma are read")
         return info
     return None
+
+
+# What np.load reads (bzip2 and lzma: when Python has the bz2 and lzma modules).
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 class _Header(NamedTuple):
@@ -659,20 +1167,53 @@ def decode(assignments, means, img_shape):
 def check_output_path(path, *, input_path=None):
     """Raise CodecError if ``path`` cannot receive an output file.
 
-    Checked before any work starts: the folder must exist and be writable,
-    the path must not be a folder, and it must not be the input file.
+    Checked before any work starts: ``-`` is refused (hw2 writes files), the
+    path must name a regular file or nothing yet (never a folder, a device, a
+    pipe or a socket, which replacing would destroy), its name must not be too
+    long, its folder must exist and be writable, and it must not be the
+    input file.  A symbolic link is followed: its target is what gets written.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or path.endswith(("/", os.sep)):
-        raise CodecError(f"{path}: is a directory; give a file name for --output")
+    mode = _check_output_name(path)
+    folder = os.path.dirname(_output_target(path))
     if not os.path.isdir(folder):
         what = "is not a folder" if os.path.exists(folder) else "does not exist"
         raise CodecError(f"{path}: the folder {folder} {what}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CodecError(f"{path}: cannot write in the folder {folder} (permission denied)")
-    if input_path is not None and os.path.exists(path) and os.path.exists(input_path) \
+    if input_path is not None and mode is not None and os.path.exists(input_path) \
             and os.path.samefile(path, input_path):
         raise CodecError(f"{path}: --output is the input file; refusing to overwrite it")
+
+
+def _check_output_name(path):
+    """Refuse an output path whose name alone is wrong; its mode if it exists, else None.
+
+    Wrong: ``-``, a name too long, a symbolic-link loop, a file used as a
+    folder, a folder, a device, a pipe or a socket.
+    """
+    if path == "-":
+        raise CodecError("-: hw2 writes its output to a file, not to standard output; "
+                         "give a file name for --output")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None  # a new file (or a dangling link: its target is created)
+    except OSError as exc:
+        raise CodecError(f"{path}: {_path_problem(path, exc, 'a file')}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise CodecError(f"{path}: is a directory; give a file name for --output")
+    if path.endswith(("/", os.sep)):
+        raise CodecError(f"{path}: ends with '/', so it names a directory; give a file "
+                         "name for --output")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise CodecError(f"{path}: not a regular file (a device, a pipe or a socket); "
+                         "hw2 writes only regular files and will not replace it")
+    return mode
+
+
+def _output_target(path):
+    """The absolute path a write to ``path`` replaces: a symbolic link's target."""
+    return os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
 
 
 def _atomic_write(path, write, check=None):
@@ -681,26 +1222,41 @@ def _atomic_write(path, write, check=None):
     ``check(temp_path)``, if given, is called on the written file before the
     move and may refuse it by raising.  Whatever goes wrong, including
     KeyboardInterrupt or MemoryError, the temporary file is removed and an
-    existing file at ``path`` is untouched.
+    existing file at ``path`` is untouched.  A symbolic link at ``path`` is
+    followed (its target is replaced, the link stays); a file replaced keeps
+    its permission bits.
     """
-    folder = os.path.dirname(os.path.abspath(path))
+    target = _output_target(path)
     try:
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".hw2-", suffix=".part")
+        permissions = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        permissions = 0o666 & ~_umask()
+    try:
+        fd, temp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".hw2-",
+                                    suffix=".part")
     except OSError as exc:
-        raise CodecError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise CodecError(f"{path}: {_cannot_write(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         if check is not None:
             check(temp)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
+        os.chmod(temp, permissions)
+        os.replace(temp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         if isinstance(exc, OSError):
-            raise CodecError(f"{path}: cannot write ({exc})") from None
+            raise CodecError(f"{path}: {_cannot_write(exc)}") from None
         raise
+
+
+def _cannot_write(exc):
+    """The message for an OSError met while writing: what the system said."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EFBIG:
+        reason += " (over a file-size limit: the shell's ulimit -f, or the file system's)"
+    return f"cannot write: {reason}"
 
 
 def _umask():

@@ -10,19 +10,30 @@ arrays, decoded by ``means[assignments].reshape(img_shape)``.  It prints
 ``Reconstruction error is <float>``, the mean Euclidean distance between each
 pixel and its cluster's mean.
 """
+import time
+
+_IMPORTED = time.monotonic()  # before the imports below: the summary's time includes them
+
 import argparse
+import contextlib
+import difflib
+import inspect
 import os
 import re
+import shutil
+import signal
 import sys
 import textwrap
-import time
+import unicodedata
 
 import numpy as np
 
 import codec
+import gmm
 import kmeans
 
-MAX_CLUSTERS = 1 << 16
+# The largest --clusters of the default model.
+MAX_CLUSTERS = kmeans.MAX_CLUSTERS
 EXIT_FILE, EXIT_USAGE = 1, 2
 
 MODELS = {
@@ -31,10 +42,21 @@ MODELS = {
     "mixture": "a Gaussian mixture fitted by EM: k soft clusters, each with its own mean "
                "and covariance; a pixel takes the mean of its most likely cluster",
 }
+# Wrong names people type for a choice, and the choice they mean (a hint, never accepted).
+_CHOICE_HINTS = {"gmm": "mixture", "gaussian": "mixture", "gaussianmixture": "mixture",
+                 "em": "mixture", "mog": "mixture", "kmeansplusplus": "k-means++",
+                 "plusplus": "k-means++", "uniform": "random"}
+# Options people type for ours (a hint after "did you mean", never accepted).
+_OPTION_HINTS = {"colors": "--clusters", "colours": "--clusters", "k": "--clusters",
+                 "n-clusters": "--clusters", "input": "--compress", "o": "--output",
+                 "m": "--model", "d": "--decompress", "s": "--seed"}
 # Dashes a PDF may print instead of "--"; pasted options starting with one are read as "--".
 _PASTED_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
 # What follows the dashes of a pasted option: a flag name, maybe "=value".
 _OPTION_WORD = re.compile(r"[A-Za-z][A-Za-z-]*(=.*)?", re.DOTALL)
+# Signals that stop a run the way Ctrl-C does (SIGINT raises KeyboardInterrupt already).
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
 
 
 def main(argv=None):
@@ -43,47 +65,46 @@ def main(argv=None):
     Parameters
     ----------
     argv : list of str, optional
-        Arguments without the program name (default ``sys.argv[1:]``).
+        Arguments without the program name (default ``sys.argv[1:]``, and
+        then the reported time counts from the start of the process).
 
     Returns
     -------
     int
-        0 on success, 1 for a file that cannot be read or written,
-        2 for a bad command line.  ``--help`` prints the help and raises
-        SystemExit(0), as argparse does.
+        0 on success, 1 for a file that cannot be read or written (or a
+        result line that cannot be printed), 2 for a bad command line,
+        130 for Ctrl-C and 128 + n for signal n (SIGTERM, SIGHUP).
+        ``--help`` prints the help and raises SystemExit(0), as argparse does.
     """
+    started = process_start() if argv is None else time.monotonic()
+    _occupy_closed_std_fds()
+    stderr = sys.stderr if sys.stderr is not None else _Discard()
     parser = build_parser()
     try:
         args = parser.parse_args(normalize_dashes(sys.argv[1:] if argv is None else argv))
         check_args(parser, args)
     except UsageError as exc:
-        print(f"hw2: error: {printable(str(exc))}; try 'python3 hw2.py --help'",
-              file=sys.stderr)
+        _say(stderr, f"hw2: error: {printable(str(exc))}; try 'python3 hw2.py --help'")
         return EXIT_USAGE
-    report = Reporter(verbose=args.verbose, quiet=args.quiet)
+    report = Reporter(verbose=args.verbose, quiet=args.quiet, stream=stderr, started=started)
     try:
-        if args.compress is not None:
-            compress(args, report)
-        else:
-            decompress(args, report)
+        with _signals_raise(Terminated):
+            (compress if args.compress is not None else decompress)(args, report)
     except codec.CodecError as exc:
-        report.clear()
-        print(f"hw2: error: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_FILE
+        return report.fail(f"hw2: error: {printable(str(exc))}", EXIT_FILE)
+    except ResultLost as exc:
+        return report.fail(f"hw2: error: {exc}; the result line is lost, but "
+                           f"{printable(report.written)} was written", EXIT_FILE)
     except MemoryError:
-        report.clear()
-        print("hw2: error: out of memory; try a smaller image or fewer --clusters",
-              file=sys.stderr)
-        return EXIT_FILE
+        return report.fail("hw2: error: out of memory; try a smaller image or fewer --clusters",
+                           EXIT_FILE)
     except KeyboardInterrupt:
+        return report.fail(f"hw2: interrupted; {report.outcome()}", 128 + signal.SIGINT)
+    except Terminated as exc:
+        return report.fail(f"hw2: terminated ({exc.name}); {report.outcome()}",
+                           128 + exc.signum)
+    finally:
         report.clear()
-        print("hw2: interrupted; no output written", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # stdout was closed early (``| head -c0``): the output file is written; keep
-        # Python from printing a traceback when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FILE
     return 0
 
 
@@ -106,17 +127,24 @@ def build_parser():
                "Flags pasted from a PDF with an en or em dash in place of '--' are accepted.\n\n"
                "exit status:\n"
                "  0    success\n"
-               "  1    a file cannot be read or written (missing, not an image, damaged codebook)\n"
+               "  1    a file cannot be read or written (missing, not an image, damaged\n"
+               "       codebook), or the result line cannot be printed\n"
                "  2    a bad command line\n"
-               "  130  interrupted (Ctrl-C); nothing is written",
+               "  130  interrupted (Ctrl-C); nothing is written\n"
+               "  143  terminated (SIGTERM; 129 for SIGHUP); nothing is written",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compress", metavar="IMAGE",
                         help="image to compress (JPEG, PNG, GIF, TIFF, ... any Pillow reads)")
     parser.add_argument("--decompress", metavar="CODEBOOK",
                         help="codebook (.npz) to turn back into an image")
+    limits = cluster_limits()
+    mixture = (f"; mixture: up to {limits['mixture']}"
+               if limits["mixture"] != limits["kmeans"] else "")
     parser.add_argument("--clusters", type=int, default=20, metavar="K",
-                        help=f"number of colours to keep, 1 to {MAX_CLUSTERS} (default: 20)")
-    parser.add_argument("--model", choices=sorted(MODELS), default="kmeans",
+                        help=f"number of colours to keep, 1 to {limits['kmeans']} "
+                             f"(default: 20{mixture})")
+    parser.add_argument("--model", type=choice_of(MODELS), choices=sorted(MODELS),
+                        default="kmeans",
                         help="the clustering model, see above (default: kmeans)")
     parser.add_argument("--output", required=True, metavar="PATH",
                         help="where to write: the codebook when compressing (written at "
@@ -125,13 +153,15 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="random seed, 0 or more (default: 0); the same seed gives the "
                              "same codebook")
-    parser.add_argument("--init", choices=sorted(kmeans.INITS), default="k-means++",
-                        help="how k-means picks its first centres: k-means++ (default) or "
-                             "random data points (the plain algorithm)")
+    parser.add_argument("--init", type=choice_of(kmeans.INITS), choices=sorted(kmeans.INITS),
+                        default="k-means++",
+                        help="how k-means (and the mixture's k-means start) picks its first "
+                             "centres: k-means++ (default) or random data points (the plain "
+                             "algorithm)")
     chatter = parser.add_mutually_exclusive_group()
     chatter.add_argument("-v", "--verbose", action="store_true",
-                         help="print one line per iteration on stderr, even when it is "
-                              "not a terminal")
+                         help="print one line per progress update on stderr, even when it "
+                              "is not a terminal")
     chatter.add_argument("-q", "--quiet", action="store_true",
                          help="print nothing on stderr but errors; stdout keeps the "
                               "result line")
@@ -179,10 +209,97 @@ class UsageError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose errors reach main() as UsageError instead of exiting."""
+    """argparse's parser, whose errors reach main() as UsageError instead of exiting.
+
+    An error caused by an option it does not know (``-compress``, ``--ouput``)
+    names that option and the closest real one instead.
+    """
+
+    def parse_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(self._argv, namespace)
 
     def error(self, message):
+        argv = getattr(self, "_argv", [])
+        if not argv:
+            raise UsageError("no arguments; give --compress IMAGE or --decompress CODEBOOK, "
+                             "and --output PATH")
+        unknown = self._unknown_options(argv)
+        guesses = [guess for guess in map(self._closest_option, unknown) if guess]
+        if unknown and (guesses or message.startswith(("the following arguments are required",
+                                                       "unrecognized arguments"))):
+            message = f"unrecognized arguments: {' '.join(unknown)}"
+            if guesses:
+                message += f" (did you mean {' and '.join(dict.fromkeys(guesses))}?)"
         raise UsageError(message)
+
+    def _unknown_options(self, argv):
+        """The arguments before any bare ``--`` that look like options but name none."""
+        unknown = []
+        for arg in argv:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if (not arg.startswith("-") or arg == "-" or self._negative_number_matcher.match(arg)
+                    or name in self._option_string_actions):
+                continue
+            if name.startswith("--") and any(option.startswith(name)
+                                             for option in self._option_string_actions):
+                continue  # an abbreviation argparse accepts (or calls ambiguous itself)
+            if not name.startswith("--") and all(f"-{letter}" in self._option_string_actions
+                                                 for letter in name[1:]):
+                continue  # short flags together, like -vq
+            unknown.append(arg)
+        return unknown
+
+    def _closest_option(self, arg):
+        """The long option closest to ``arg`` (``-output`` -> ``--output``), or None."""
+        bare = arg.split("=", 1)[0].lstrip("-")
+        if bare.lower() in _OPTION_HINTS:
+            return _OPTION_HINTS[bare.lower()]
+        name = "--" + bare
+        longs = [option for option in self._option_string_actions if option.startswith("--")]
+        found = difflib.get_close_matches(name, longs, n=1, cutoff=0.6)
+        return found[0] if found else None
+
+
+def choice_of(choices):
+    """An argparse ``type`` that refuses a wrong choice with the closest right one.
+
+    Parameters
+    ----------
+    choices : iterable of str
+
+    Returns
+    -------
+    callable
+        ``str -> str``, raising ``argparse.ArgumentTypeError`` for a value not
+        in ``choices`` (argparse then names the option).
+    """
+    choices = sorted(choices)
+
+    def parse(text):
+        if text in choices:
+            return text
+        guess = closest_choice(text, choices)
+        hint = f"; did you mean {guess}?" if guess else ""
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r}{hint} "
+                                         f"(choose from {', '.join(choices)})")
+    return parse
+
+
+def closest_choice(text, choices):
+    """The choice a mistyped ``text`` most likely means (``KMeans`` -> ``kmeans``), or None."""
+    def squeezed(word):
+        return re.sub(r"[^a-z0-9+]", "", word.lower()).replace("+", "plus")
+    for choice in choices:
+        if squeezed(choice) == squeezed(text):
+            return choice
+    hinted = _CHOICE_HINTS.get(squeezed(text))
+    if hinted in choices:
+        return hinted
+    found = difflib.get_close_matches(text.lower(), choices, n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def check_args(parser, args):
@@ -192,30 +309,87 @@ def check_args(parser, args):
     for flag in ("compress", "decompress", "output"):
         if getattr(args, flag) == "":
             parser.error(f"argument --{flag}: the path is empty")
-    if not 1 <= args.clusters <= MAX_CLUSTERS:
-        parser.error(f"argument --clusters: {args.clusters} is not between 1 and {MAX_CLUSTERS}")
+    limit = cluster_limits()[args.model]
+    if args.clusters < 1:
+        parser.error(f"argument --clusters: {args.clusters} is not between 1 and {limit}")
+    if args.clusters > limit:
+        parser.error(f"argument --clusters: {args.clusters} is more than {_limit_reason(args)}")
     if args.seed < 0:
         parser.error(f"argument --seed: {args.seed} is negative")
+    if args.model == "mixture" and args.init != "k-means++" and not _mixture_takes_init():
+        parser.error(f"argument --init: {args.init} applies to --model kmeans only")
 
+
+def cluster_limits():
+    """The largest --clusters each model takes (more is refused before any work)."""
+    return {"kmeans": kmeans.MAX_CLUSTERS, "mixture": gmm.MAX_COMPONENTS}
+
+
+def _limit_reason(args):
+    """Why ``args.model`` takes no more clusters, and what would work."""
+    limit = cluster_limits()[args.model]
+    if limit >= codec.MAX_MEANS:
+        why = f"{limit}, the most colours a codebook holds"
+    else:
+        why = f"{limit}, the most the {args.model} model fits in reasonable time"
+    others = [f"--model {model} (up to {most})" for model, most in cluster_limits().items()
+              if most > limit and args.clusters <= most]
+    return f"{why}; use --clusters {limit} or fewer" + (f", or {others[0]}" if others else "")
+
+
+def _mixture_takes_init():
+    # gmm.fit_gmm gains ``init`` in the numerics redesign; until then only k-means++ is true.
+    return "init" in inspect.signature(gmm.fit_gmm).parameters
+
+
+# ---------------------------------------------------------------- compress
 
 def compress(args, report):
     """Cluster the colours of ``args.compress`` and write the codebook to ``args.output``."""
-    started = time.perf_counter()
     codec.check_output_path(args.output, input_path=args.compress)
-    pixels = codec.read_image(args.compress)
+    report.stage(f"reading {args.compress}")
+    in_size = _file_size(args.compress)  # now: the input may be moved while fitting
+    pixels = _read_image(args.compress, report)
     img_shape = pixels.shape
     flat = pixels.reshape(img_shape[0] * img_shape[1], -1)
     del pixels
+    report.stage("counting colours")
     colours, counts, inverse = codec.distinct_colours(flat)
     del flat
     means, labels, fit, n_starts = fit_colours(colours, counts, args, report)
+    report.stage(f"writing {args.output}")
     assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
     del inverse
     error = codec.reconstruction_error(colours, counts, means, labels)
     codec.write_codebook(args.output, assignments, means, img_shape)
-    print(f"Reconstruction error is {error}")
-    report.summary(compress_summary(args, labels, len(means), fit, n_starts,
-                                    time.perf_counter() - started))
+    report.written = args.output
+    report.clear()  # stdout may be the same terminal
+    print_result(f"Reconstruction error is {error}")
+    out_size = _file_size(args.output)
+    for line in compress_summary(args, labels, len(means), fit, n_starts,
+                                 report.seconds(), in_size, out_size):
+        report.summary(line)
+    if _image_extension(args.output):
+        report.note(f"note: {args.output} holds an npz codebook, not a "
+                    f"{_image_extension(args.output)} image, whatever its extension")
+    if in_size and out_size and out_size > in_size:
+        report.note(f"note: the codebook is larger than the input image "
+                    f"({percent(out_size / in_size)} of its size)")
+
+
+def _read_image(path, report):
+    """``codec.read_image``, its notes shown, and a codebook given by mistake named as such."""
+    notes = []
+    try:
+        pixels = codec.read_image(path, notes=notes)
+    except codec.CodecError as exc:
+        if _looks_like_zip(path):
+            raise codec.CodecError(f"{exc}; it is a zip archive, as codebooks are: "
+                                   f"did you mean --decompress {path}?") from None
+        raise
+    for note in notes:
+        report.note(f"note: {note}")
+    return pixels
 
 
 def fit_colours(colours, counts, args, report):
@@ -235,29 +409,52 @@ def fit_colours(colours, counts, args, report):
     if len(colours) <= args.clusters:
         return X, np.arange(len(colours)), None, 0
     rng = np.random.default_rng(args.seed)
-    progress = report.progress_callback(args.model, n_pixels=int(counts.sum()))
+    report.stage(f"fitting {args.model}, {plural(args.clusters, 'cluster')}")
+    # The values a progress line shows cost the fits work: only ask for them when shown.
+    progress = (report.progress_callback(args.model, n_pixels=int(counts.sum()))
+                if report.shows_progress else None)
     if args.model == "mixture":
-        import gmm
-        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress)
-        labels, n_starts = gmm.predict(X, fit), fit.n_runs
-    else:
-        n_pixels = counts.sum()
-        # The Reporter takes (iteration, objective summed over pixels); seeding has no value.
-        fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
-                            callback=lambda p: None if np.isnan(p.value)
-                            else progress(p.iteration, p.value * n_pixels))
-        labels, n_starts = fit.labels, fit.n_init
-    report.clear()
-    return fit.means if args.model == "mixture" else fit.centers, labels, fit, n_starts
+        init = {"init": args.init} if _mixture_takes_init() else {}
+        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress,
+                          **init)
+        return fit.means, gmm.predict(X, fit), fit, fit.n_runs
+    fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
+                        callback=progress)
+    return fit.centers, fit.labels, fit, fit.n_init
 
 
-def compress_summary(args, labels, n_means, fit, n_starts, seconds):
-    """One line for stderr describing a finished compression.
+def print_result(line):
+    """Print the result line on stdout, or raise ResultLost saying why it cannot be."""
+    if sys.stdout is None:
+        raise ResultLost("stdout is closed")
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        raise ResultLost("stdout is closed (broken pipe)") from None
+    except (OSError, ValueError) as exc:
+        _silence_stdout()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ResultLost(f"cannot write to stdout ({reason})") from None
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so that Python's flush at exit cannot fail again."""
+    with contextlib.suppress(Exception):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def compress_summary(args, labels, n_means, fit, n_starts, seconds, in_size=None,
+                     out_size=None):
+    """The lines for stderr describing a finished compression: one, or two if wider than 80.
 
     Parameters
     ----------
     args : argparse.Namespace
-        The command line (``output``, ``compress``, ``clusters``, ``model``).
+        The command line (``output``, ``clusters``, ``model``).
     labels : ndarray of shape (n_colours,)
         Cluster of each distinct colour of the image.
     n_means : int
@@ -267,50 +464,66 @@ def compress_summary(args, labels, n_means, fit, n_starts, seconds):
     n_starts : int
         Seedings (k-means) or EM runs (mixture) the fit tried; the best is kept.
     seconds : float
+        Time since the start.
+    in_size, out_size : int or None
+        Sizes of the input image and of the codebook, in bytes (None: unknown).
 
     Returns
     -------
-    str
+    list of str
     """
-    out_size, in_size = os.path.getsize(args.output), os.path.getsize(args.compress)
-    sizes = (f"wrote {args.output}, {human_size(out_size)} (input {human_size(in_size)}: "
-             f"{out_size / max(in_size, 1):.0%})")
-    clusters = _clusters_used(args, labels, n_means, fit, n_starts)
-    return f"{sizes}; {args.model}, {clusters}; {seconds:.2f} s"
+    sizes = f"wrote {args.output}"
+    if out_size is not None:
+        sizes += f", {human_size(out_size)}"
+        if in_size:
+            sizes += f" ({percent(out_size / in_size)} of the input)"
+    clusters = f"{args.model}, {_clusters_used(args, labels, n_means, fit, n_starts)}"
+    line = f"hw2: {sizes}; {clusters}; {seconds:.2f} s"
+    if display_width(line) <= 80:
+        return [line]
+    return [f"hw2: {sizes}; {seconds:.2f} s", f"hw2: {clusters}"]
 
 
 def _clusters_used(args, labels, n_means, fit, n_starts):
-    """How many clusters hold pixels, why fewer than asked, and how the fit ended."""
+    """How many clusters hold pixels, and how the fit ended."""
     n_colours = len(labels)
     if fit is None:
-        return (f"{n_colours} clusters: the image has only {n_colours} distinct "
-                f"colour{'s' if n_colours != 1 else ''}, stored losslessly")
+        return (f"{plural(n_colours, 'cluster')}: only {plural(n_colours, 'distinct colour')}, "
+                "stored losslessly")
     n_used = int(np.count_nonzero(np.bincount(labels, minlength=n_means)))
     if n_used < args.clusters:
-        n_empty = args.clusters - n_used
-        if args.model == "mixture":
-            why = (f"{n_empty} component{'s are' if n_empty != 1 else ' is'} no pixel's "
-                   "most likely one")
-        else:
-            why = f"{n_empty} cluster{'s' if n_empty != 1 else ''} ended up with no pixel"
-        clusters = f"{n_used} of {args.clusters} clusters used ({why})"
+        # Some clusters ended up with no pixel (no pixel's most likely component).
+        clusters = f"{n_used} of {plural(args.clusters, 'cluster')} used"
     else:
-        clusters = f"{n_used} clusters"
-    state = "converged" if fit.converged else "stopped at the iteration limit"
+        clusters = plural(n_used, "cluster")
     # k-means tries several seedings; EM reruns with a component moved (a "spike").
-    runs = "seedings" if args.model == "kmeans" else "EM runs"
-    best = f"best of {n_starts} {runs}: " if n_starts > 1 else ""
-    return f"{clusters}, {best}{fit.n_iter} iterations, {state}"
+    runs = "seedings" if args.model == "kmeans" else "runs"
+    best = f"best of {n_starts} {runs}, " if n_starts > 1 else ""
+    state = ", converged" if fit.converged else " (the limit)"
+    return f"{clusters}; {best}{plural(fit.n_iter, 'iteration')}{state}"
 
+
+# ---------------------------------------------------------------- decompress
 
 def decompress(args, report):
     """Rebuild the image in ``args.decompress`` and write it to ``args.output``."""
-    fmt = codec.image_format_for(args.output)
-    codec.check_output_path(args.output, input_path=args.decompress)
-    assignments, means, img_shape = codec.read_codebook(args.decompress)
+    report.stage(f"reading {args.decompress}")
+    try:
+        fmt = codec.image_format_for(args.output)
+        codec.check_output_path(args.output, input_path=args.decompress)
+        assignments, means, img_shape = codec.read_codebook(args.decompress)
+    except codec.CodecError as exc:
+        if _looks_like_image(args.decompress):
+            raise codec.CodecError(f"{exc}; {args.decompress} is an image: "
+                                   f"did you mean --compress {args.decompress}?") from None
+        raise
+    report.stage("decoding")
     pixels = codec.decode(assignments, means, img_shape)
+    report.stage(f"writing {args.output}")
     composited = codec.write_image(args.output, pixels)
-    if composited:
+    report.written = args.output
+    n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if composited and pixels[..., -1].min() < 255:
         report.note(f"note: {args.output}'s format has no transparency; "
                     "the image was composited on white")
     height, width = pixels.shape[:2]
@@ -319,113 +532,213 @@ def decompress(args, report):
         if n_colours > 256:
             report.note(f"note: GIF holds at most 256 colours; Pillow reduced this image's "
                         f"{n_colours} colours to 256")
-    n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     kind = _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
-    report.summary(f"wrote {args.output}: {width}x{height} {kind} "
-                   f"{fmt} image from {len(means)} colours, "
-                   f"{human_size(os.path.getsize(args.output))}")
+    size = _file_size(args.output)
+    report.summary(f"hw2: wrote {args.output}: {width}x{height} {kind} {fmt} image from "
+                   f"{plural(len(means), 'colour')}"
+                   + (f", {human_size(size)}" if size is not None else ""))
 
 
 # What an image with n channels holds, by n (after compositing, the alpha is gone).
 _CHANNEL_NAMES = {1: "grey", 2: "grey+alpha", 3: "RGB", 4: "RGBA"}
 
 
+# ---------------------------------------------------------------- files and words
+
+def _file_size(path):
+    """Size of ``path`` in bytes, or None if it is gone."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def _image_extension(path):
+    """The image format ``path``'s extension names (``"PNG"``), or None."""
+    try:
+        return codec.image_format_for(path)
+    except codec.CodecError:
+        return None
+
+
+def _looks_like_zip(path):
+    """Whether the regular file at ``path`` starts like a zip archive (an npz codebook)."""
+    try:
+        if not os.path.isfile(path):
+            return False
+        with open(path, "rb") as handle:
+            return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    except OSError:
+        return False
+
+
+def _looks_like_image(path):
+    """Whether Pillow recognises the regular file at ``path`` as an image (header only)."""
+    from PIL import Image
+    try:
+        if not os.path.isfile(path):
+            return False  # a FIFO or device could block or never end
+        with Image.open(path):
+            return True
+    except Exception:  # a probe: whatever Pillow raises means "not an image"
+        return False
+
+
+def plural(n, noun):
+    """``plural(1, "cluster")`` -> ``'1 cluster'``, ``plural(3, "colour")`` -> ``'3 colours'``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def percent(ratio):
+    """A ratio as a percentage: "0%" and "100%" only for 0 and 1 themselves."""
+    if 0 < ratio < 0.001:
+        return "<0.1%"
+    if 0 < ratio < 0.01 or (ratio != 1 and f"{ratio:.0%}" == "100%"):
+        return f"{ratio:.1%}"
+    return f"{ratio:.0%}"
+
+
 def human_size(n_bytes):
-    """``1234567`` -> ``'1.2 MB'``."""
+    """``1234567`` -> ``'1.2 MB'``; ``1`` -> ``'1 byte'``."""
     for unit in ("bytes", "KB", "MB", "GB"):
         if n_bytes < 1000 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+            if unit == "bytes":
+                return plural(n_bytes, "byte")
+            return f"{n_bytes:.1f} {unit}"
         n_bytes /= 1000
 
 
-class Reporter:
-    """Everything the program says on stderr besides errors.
+def display_width(text):
+    """Columns ``text`` takes on a terminal (wide East Asian characters take two)."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def fit_fields(fields, columns):
+    """Join ``fields`` with ", ", dropping the last ones (or cutting the first) to fit.
 
     Parameters
     ----------
-    verbose : bool
-        One line per iteration, even when stderr is not a terminal.
-    quiet : bool
-        Nothing at all.
-    stream : file, optional
-        Where to write (default ``sys.stderr``).
+    fields : list of str
+        Most important first.
+    columns : int
+        The most terminal columns the line may take.
 
-    Attributes
-    ----------
-    n_starts : int
-        Starts of the last fit seen by its progress callback (a fit that goes
-        back to an earlier iteration has started again), to number the runs
-        in the progress lines.
+    Returns
+    -------
+    str
     """
+    for n_kept in range(len(fields), 0, -1):
+        line = ", ".join(fields[:n_kept])
+        if display_width(line) <= columns:
+            return line
+    cut, width = [], 0
+    for c in fields[0]:
+        width += display_width(c)
+        if width > columns:
+            break
+        cut.append(c)
+    return "".join(cut)
 
-    # Seconds between two redraws of the live progress line.
-    REDRAW_INTERVAL = 0.1
 
-    def __init__(self, verbose=False, quiet=False, stream=None):
-        self.stream = sys.stderr if stream is None else stream
-        self.verbose, self.quiet = verbose, quiet
-        self.live = not quiet and not verbose and _isatty(self.stream)
-        self.n_starts = 0
-        self._shown = False
+def terminal_columns(stream):
+    """Width of the terminal ``stream`` writes to (``shutil``'s guess if it cannot tell)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    return columns or shutil.get_terminal_size().columns
 
-    def progress_callback(self, model, n_pixels=None):
-        """A ``callback(iteration, value)`` for the fitting functions.
 
-        It counts the starts in ``n_starts`` and, unless quiet, shows progress:
-        one line per iteration when verbose, else one line redrawn in place
-        (at most every ``REDRAW_INTERVAL`` seconds, the first call at once)
-        when stderr is a terminal.
+# ---------------------------------------------------------------- time, signals, streams
 
-        Parameters
-        ----------
-        model : {"kmeans", "mixture"}
-            Names the line and the value: k-means passes its objective (a sum
-            over pixels), the mixture its mean log-likelihood per pixel.
-        n_pixels : int, optional
-            When given, the k-means objective is shown per pixel (the mean
-            squared distance), a number that does not grow with the image.
-        """
-        if model == "mixture":
-            what, scale = "log-likelihood per pixel", 1.0
-        elif n_pixels:
-            what, scale = "objective per pixel", 1.0 / n_pixels
-        else:
-            what, scale = "objective", 1.0
-        started, last_drawn, last_iteration = time.perf_counter(), [None], [0]
-        self.n_starts = 0
+def process_start():
+    """The ``time.monotonic()`` value at which this process started.
 
-        def callback(iteration, value):
-            if iteration <= last_iteration[0] or self.n_starts == 0:
-                self.n_starts += 1
-            last_iteration[0] = iteration
-            if not (self.verbose or self.live):
-                return
-            now = time.perf_counter()
-            run = f"run {self.n_starts}, " if self.n_starts > 1 else ""
-            line = (f"{model}: {run}iteration {iteration}, {what} {value * scale:.6g}, "
-                    f"{now - started:.1f} s")
-            if self.verbose:
-                print(line, file=self.stream, flush=True)
-            elif last_drawn[0] is None or now - last_drawn[0] >= self.REDRAW_INTERVAL:
-                last_drawn[0] = now
-                self.stream.write("\r\033[K" + line)
-                self.stream.flush()
-                self._shown = True
-        return callback
+    Linux says how long the process has run (``/proc/self/stat``); elsewhere
+    the time hw2 was imported is the best guess.
+    """
+    try:
+        with open("/proc/self/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22, "starttime", in clock ticks since boot
+        ran = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        ran = 0.0
+    # At most a minute before the import: a process that imports hw2 late (an
+    # interactive session) did not spend its life starting up.
+    return _IMPORTED - min(max(ran - (time.monotonic() - _IMPORTED), 0.0), 60.0)
 
-    def clear(self):
-        """Erase the progress line, if one is showing."""
-        if self._shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self._shown = False
 
-    def note(self, message):
-        """A line on stderr, unless quiet."""
-        if not self.quiet:
-            print(f"hw2: {message}", file=self.stream)
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like KeyboardInterrupt (temporary files go)."""
 
-    summary = note
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+class ResultLost(Exception):
+    """The result line could not be printed (stdout closed or full)."""
+
+
+@contextlib.contextmanager
+def _signals_raise(exception):
+    """Within the block, SIGTERM and SIGHUP raise ``exception(signum)``.
+
+    A signal the process was told to ignore (``nohup``) stays ignored, and
+    outside the main thread (where Python cannot set handlers) nothing changes.
+    """
+    def handler(signum, frame):
+        raise exception(signum)
+    previous = {}
+    for signum in _STOP_SIGNALS:
+        with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _occupy_closed_std_fds():
+    """Open /dev/null on a closed fd 0, 1 or 2.
+
+    Else the next file opened (the output) would get that number, and a C
+    library writing to stderr would write into it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                spare = os.open(os.devnull, os.O_RDWR)
+                if spare != fd:
+                    os.dup2(spare, fd)
+                    os.close(spare)
+
+
+class _Discard:
+    """A stream that drops what it is given (stderr when it is closed)."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def _say(stream, line):
+    """Write one line on ``stream``, whatever state it is in."""
+    with contextlib.suppress(OSError, ValueError):
+        stream.write(line + "\n")
+        stream.flush()
 
 
 def _isatty(stream):
@@ -433,6 +746,191 @@ def _isatty(stream):
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+# ---------------------------------------------------------------- what stderr shows
+
+class Reporter:
+    """Everything the program says on stderr: stages, progress, notes, summary, errors.
+
+    Parameters
+    ----------
+    verbose : bool
+        One line per stage and progress update, even when stderr is not a terminal.
+    quiet : bool
+        Nothing but errors.
+    stream : file, optional
+        Where to write (default ``sys.stderr``).
+    started : float, optional
+        ``time.monotonic()`` at the start (default: now); progress and summary
+        count from it.
+
+    Attributes
+    ----------
+    live : bool
+        Whether one line is redrawn in place (stderr is a terminal, neither
+        quiet nor verbose).
+    written : str or None
+        The output path once it is written.
+    """
+
+    # Seconds between two redraws of the live progress line.
+    REDRAW_INTERVAL = 0.1
+    # Seconds between two "-v" lines of a seeding in progress (its first and last always show).
+    SEEDING_INTERVAL = 1.0
+
+    def __init__(self, verbose=False, quiet=False, stream=None, started=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.verbose, self.quiet = verbose, quiet
+        self.live = not quiet and not verbose and _isatty(self.stream)
+        self.started = time.monotonic() if started is None else started
+        self.written = None
+        self._shown = False
+        self._drawn_at = None
+
+    @property
+    def shows_progress(self):
+        """Whether progress updates are shown at all."""
+        return self.verbose or self.live
+
+    def seconds(self):
+        """Seconds since the start."""
+        return time.monotonic() - self.started
+
+    def stage(self, text):
+        """Say what the program is doing now ("reading photo.jpg"): shown at once."""
+        self._show([printable(text)], force=True)
+        self._drawn_at = None  # the fit's first update shows at once too
+
+    def progress_callback(self, model, n_pixels=None):
+        """A callback for the fits, showing each ``kmeans.Progress`` it is given.
+
+        It also takes today's ``callback(iteration, value)`` calls (the
+        k-means objective is then divided by ``n_pixels``).
+
+        Parameters
+        ----------
+        model : {"kmeans", "mixture"}
+        n_pixels : int, optional
+            Pixels in the image: the k-means objective per pixel is the mean
+            squared distance.
+        """
+        legacy = _LegacyProgress(model, n_pixels)
+        seeding_said = [0.0]
+
+        def callback(*update):
+            progress = update[0] if len(update) == 1 else legacy(*update)
+            now = time.monotonic()
+            if self.verbose and progress.stage == "seeding":
+                # A seeding may report every centre: the log keeps one line a second.
+                if 1 < progress.iteration < progress.max_iter \
+                        and now - seeding_said[0] < self.SEEDING_INTERVAL:
+                    return
+                seeding_said[0] = now
+            self._show(progress_fields(model, progress, now - self.started))
+        return callback
+
+    def _show(self, fields, force=False):
+        """One update: a line when verbose, the live line redrawn (throttled) on a terminal."""
+        if self.verbose:
+            self._write(", ".join(fields) + "\n")
+            return
+        if not self.live:
+            return
+        now = time.monotonic()
+        if not force and self._drawn_at is not None \
+                and now - self._drawn_at < self.REDRAW_INTERVAL:
+            return
+        self._drawn_at = now
+        # One column short of the edge: some terminals wrap a line that fills it.
+        line = fit_fields(fields, terminal_columns(self.stream) - 1)
+        self._write("\r\033[K" + line)
+        self._shown = True
+
+    def clear(self):
+        """Erase the live line, if one is showing."""
+        if self._shown:
+            self._shown = False
+            self._write("\r\033[K")
+
+    def note(self, message):
+        """A line on stderr (``"hw2: "`` and ``message``), unless quiet."""
+        if not self.quiet:
+            self.clear()
+            self._write(f"hw2: {printable(message)}\n")
+
+    def summary(self, line):
+        """A summary line on stderr, unless quiet."""
+        if not self.quiet:
+            self.clear()
+            self._write(printable(line) + "\n")
+
+    def outcome(self):
+        """What a stopped run leaves: no output, or the output written before it stopped."""
+        if self.written is None:
+            return "no output written"
+        return f"{printable(self.written)} was written"
+
+    def fail(self, line, status):
+        """Show the error ``line`` (even when quiet) and return ``status``."""
+        self.clear()
+        self._write(line + "\n")
+        return status
+
+    def _write(self, text):
+        # A full or closed stderr must not turn into an error of its own.
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(text)
+            self.stream.flush()
+
+
+def progress_fields(model, progress, seconds):
+    """The fields of one progress line, most important first.
+
+    Parameters
+    ----------
+    model : {"kmeans", "mixture"}
+    progress : kmeans.Progress
+    seconds : float
+
+    Returns
+    -------
+    list of str
+        e.g. ``["fitting kmeans", "coarse 2/20", "iteration 12/300", "1.3 s",
+        "mean sq. distance 123.4"]``.
+    """
+    stage = progress.stage
+    if progress.n_runs > 1:
+        stage += f" {progress.run}/{progress.n_runs}"
+    if progress.stage == "seeding":
+        step = f"{progress.iteration}/{progress.max_iter} centres"
+    else:
+        step = f"iteration {progress.iteration}"
+        if progress.max_iter > 0:
+            step += f"/{progress.max_iter}"
+    fields = [f"fitting {model}", stage, step, f"{seconds:.1f} s"]
+    if np.isfinite(progress.value):
+        # Both per pixel (the docs say so): short names keep the line within 80 columns.
+        measure = "mean sq. distance" if model == "kmeans" else "log-likelihood"
+        fields.append(f"{measure} {progress.value:.5g}")
+    return fields
+
+
+class _LegacyProgress:
+    """Turns today's ``callback(iteration, value)`` calls into ``kmeans.Progress``.
+
+    Until the fits pass Progress themselves.  Such a call does not say which
+    run it belongs to, so no run number is shown (a guessed one would not
+    match the summary's count); the k-means objective, a sum over pixels, is
+    divided by the number of pixels.
+    """
+
+    def __init__(self, model, n_pixels):
+        self.stage = "EM" if model == "mixture" else "Lloyd"
+        self.scale = 1.0 / n_pixels if model == "kmeans" and n_pixels else 1.0
+
+    def __call__(self, iteration, value):
+        return kmeans.Progress(self.stage, 1, 0, iteration, 0, value * self.scale)
 
 
 if __name__ == "__main__":

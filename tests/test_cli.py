@@ -7,18 +7,22 @@ import contextlib
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+import gmm
 import hw2
+import kmeans
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.path.dirname(os.path.abspath(__file__))).parent
 ROCKET = ROOT / "samples" / "rocket.jpg"
 RESULT_LINE = re.compile(r"Reconstruction error is (\S+)\n")
 MODELS = ["kmeans", "mixture"]
@@ -324,3 +328,192 @@ def test_cli_never_imports_sklearn_or_scipy(tmp_path, model):
     lines = child.stdout.splitlines()
     assert "STATUS 0 0" in lines, child.stdout + child.stderr
     assert "LEAKED " in lines, f"imported: {lines[-1]}"
+
+
+# ---------------------------------------------------------------- errors that suggest the fix
+
+HW2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hw2.py")
+
+
+def usage_error(argv):
+    """Run hw2 with ``argv``; check it is one usage-error line; return that line."""
+    status, stdout, stderr = run_main(argv)
+    assert status == 2 and stdout == ""
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hw2: error: "), stderr
+    assert "the following arguments are required" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("typed, meant", [
+    (["-compress", "{photo}", "-output", "{out}"], ["--compress", "--output"]),
+    (["--compress", "{photo}", "--ouput", "{out}"], ["--output"]),
+    (["--compress", "{photo}", "-output={out}"], ["--output"]),
+    (["--compress", "{photo}", "--output", "{out}", "-verbose"], ["--verbose"]),
+    (["--compress", "{photo}", "--output", "{out}", "--clustres", "4"], ["--clusters"]),
+    (["--compress", "{photo}", "--output", "{out}", "--colours", "4"], ["--clusters"]),
+])
+def test_wrong_flag_names_the_closest_real_one(typed, meant, tmp_path):
+    argv = [arg.format(photo=ROCKET, out=tmp_path / "c.npz") for arg in typed]
+    line = usage_error(argv)
+    assert "unrecognized arguments: " in line
+    assert f"did you mean {' and '.join(meant)}?" in line
+    assert os.listdir(tmp_path) == []
+
+
+def test_no_arguments_say_what_to_give():
+    line = usage_error([])
+    assert "--compress IMAGE" in line and "--decompress CODEBOOK" in line and "--output" in line
+
+
+@pytest.mark.parametrize("flag, typed, meant", [
+    ("--model", "k-means", "kmeans"), ("--model", "KMeans", "kmeans"),
+    ("--model", "gmm", "mixture"), ("--model", "Mixture", "mixture"),
+    ("--init", "kmeans++", "k-means++"), ("--init", "Random", "random"),
+])
+def test_wrong_choice_suggests_the_closest_and_is_still_refused(flag, typed, meant, tmp_path):
+    line = usage_error(["--compress", ROCKET, "--output", tmp_path / "c.npz", flag, typed])
+    assert f"argument {flag}: invalid choice: '{typed}'; did you mean {meant}?" in line
+    assert os.listdir(tmp_path) == []
+
+
+def test_image_given_to_decompress_names_the_right_flag(tmp_path):
+    for out in ("back.png", "c.npz"):  # whatever --output says
+        status, stdout, stderr = decompress(ROCKET, tmp_path / out)
+        assert status == 1 and stdout == "" and len(stderr.splitlines()) == 1
+        assert f"did you mean --compress {ROCKET}?" in stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_codebook_given_to_compress_names_the_right_flag(rocket_run, tmp_path):
+    folder, _, _ = rocket_run
+    status, stdout, stderr = compress(folder / "rocket.book", tmp_path / "c.npz", 4)
+    assert status == 1 and stdout == "" and len(stderr.splitlines()) == 1
+    assert f"did you mean --decompress {folder / 'rocket.book'}?" in stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_clusters_above_the_models_limit_are_refused_up_front(tmp_path, monkeypatch):
+    monkeypatch.setattr(gmm, "MAX_COMPONENTS", 8)
+    monkeypatch.setattr(hw2.codec, "read_image", None)  # no work may start
+    line = usage_error(["--compress", ROCKET, "--output", tmp_path / "c.npz",
+                        "--model", "mixture", "--clusters", "9"])
+    assert "--clusters: 9 is more than 8" in line
+    assert "use --clusters 8 or fewer, or --model kmeans" in line
+    line = usage_error(["--compress", ROCKET, "--output", tmp_path / "c.npz",
+                        "--clusters", str(kmeans.MAX_CLUSTERS + 1)])
+    assert f"use --clusters {kmeans.MAX_CLUSTERS} or fewer" in line
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- signals, moved input, streams
+
+SLOW_WRITE = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, os.path.dirname(sys.argv[1]))
+    import hw2
+    replace = os.replace
+
+    def slow_replace(source, target, **kwargs):  # the file written, not yet moved into place
+        if os.path.basename(source).startswith(".hw2-"):
+            open(sys.argv[2], "w").close()
+            time.sleep(60)
+        return replace(source, target, **kwargs)
+    os.replace = slow_replace
+    sys.exit(hw2.main(sys.argv[3:]))
+""")
+
+
+
+@pytest.mark.parametrize("signum, status, line", [
+    (signal.SIGTERM, 143, "hw2: terminated (SIGTERM); no output written"),
+    (signal.SIGHUP, 129, "hw2: terminated (SIGHUP); no output written"),
+    (signal.SIGINT, 130, "hw2: interrupted; no output written"),
+])
+@pytest.mark.parametrize("mode", ["--compress", "--decompress"])
+def test_signal_during_the_write_removes_the_partial_file(mode, signum, status, line,
+                                                         tmp_path):
+    if mode == "--compress":
+        source, output = tmp_path / "in.png", tmp_path / "c.npz"
+        Image.fromarray(smooth_noisy(np.random.default_rng(5), (20, 30, 3))).save(source)
+    else:
+        source, output = codebook_of(tmp_path, 5)[0], tmp_path / "back.png"
+    ready = tmp_path / "ready"
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITE, HW2, str(ready), mode, str(source),
+         "--output", str(output)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists(), child.communicate(timeout=10)
+        assert any(name.startswith(".hw2-") for name in os.listdir(tmp_path))  # in progress
+        child.send_signal(signum)
+        stdout, stderr = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == status
+    assert stdout == "" and stderr == line + "\n"
+    assert sorted(os.listdir(tmp_path)) == sorted([source.name, "ready"])
+
+
+def test_input_moved_while_fitting_is_no_error(tmp_path, monkeypatch):
+    image = tmp_path / "in.png"
+    Image.fromarray(smooth_noisy(np.random.default_rng(6), (20, 30, 3))).save(image)
+    fit_colours = hw2.fit_colours
+
+    def moving(*args):
+        os.rename(image, tmp_path / "moved.png")
+        return fit_colours(*args)
+    monkeypatch.setattr(hw2, "fit_colours", moving)
+    status, stdout, stderr = compress(image, tmp_path / "c.npz", 3)
+    assert status == 0
+    printed_error(stdout)
+    assert "Traceback" not in stderr and stderr.startswith(f"hw2: wrote {tmp_path / 'c.npz'}")
+    assert sorted(load_codebook(tmp_path / "c.npz")) == ["assignments", "img_shape", "means"]
+
+
+def run_with_streams(tmp_path, redirect):
+    """Compress a small image in a shell with ``redirect`` applied; (status, stdout, stderr)."""
+    image = tmp_path / "in.png"
+    Image.fromarray(smooth_noisy(np.random.default_rng(7), (12, 16, 3))).save(image)
+    done = subprocess.run(
+        ["sh", "-c", f'"$0" "$@" {redirect}', sys.executable, HW2, "--compress", str(image),
+         "--clusters", "3", "--output", str(tmp_path / "c.npz")],
+        capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_result_line_on_a_full_disk_is_one_error_line(tmp_path):
+    status, stdout, stderr = run_with_streams(tmp_path, "> /dev/full")
+    assert status == 1
+    assert stderr == (f"hw2: error: cannot write to stdout (No space left on device); the "
+                      f"result line is lost, but {tmp_path / 'c.npz'} was written\n")
+    assert sorted(load_codebook(tmp_path / "c.npz")) == ["assignments", "img_shape", "means"]
+
+
+def test_closed_stdout_is_an_error_not_a_success(tmp_path):
+    status, stdout, stderr = run_with_streams(tmp_path, ">&-")
+    assert status == 1
+    assert stderr == (f"hw2: error: stdout is closed; the result line is lost, but "
+                      f"{tmp_path / 'c.npz'} was written\n")
+    assert sorted(load_codebook(tmp_path / "c.npz")) == ["assignments", "img_shape", "means"]
+
+
+def test_closed_stderr_keeps_stdout_to_the_result_line(tmp_path):
+    status, stdout, stderr = run_with_streams(tmp_path, "2>&-")
+    assert status == 0
+    error = printed_error(stdout)  # exactly one line: the summary did not come here
+    book = load_codebook(tmp_path / "c.npz")
+    assert error == pytest.approx(direct_error(pixels_of(tmp_path / "in.png"), book), rel=1e-9)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_stderr_does_not_fail_the_run(tmp_path):
+    # Nothing on stderr can be read, but the codebook and the result line are right.
+    status, stdout, _ = run_with_streams(tmp_path, "2> /dev/full")
+    assert status == 0
+    printed_error(stdout)
+    assert sorted(load_codebook(tmp_path / "c.npz")) == ["assignments", "img_shape", "means"]

@@ -1,22 +1,31 @@
-"""What a user meets at the terminal: dashes, seeds, quiet/verbose, summaries, progress, help."""
+"""What a user meets at the terminal: dashes, seeds, quiet/verbose, progress, notes, summaries."""
+import fcntl
 import io
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
-from pathlib import Path
+import unicodedata
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import codec
+import gmm
 import hw2
+import kmeans
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HW2 = os.path.join(ROOT, "hw2.py")
+ROCKET = os.path.join(ROOT, "samples", "rocket.jpg")
 RESULT_LINE = re.compile(r"^Reconstruction error is \S+\n$")
+ERASE = "\r\033[K"
 
 
 @pytest.fixture
@@ -46,6 +55,11 @@ def load_codebook(path):
 
 def compress(image, out, *extra):
     return hw2.main(["--compress", str(image), "--output", str(out), *extra])
+
+
+def columns_of(text):
+    """Terminal columns ``text`` takes, counted independently of hw2 (wide characters: 2)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 # --- pasted dashes ---------------------------------------------------------
@@ -118,6 +132,40 @@ def test_seed_reaches_the_fit(noise_png, tmp_path):
     assert any(not np.array_equal(means[0], other) for other in means[1:])
 
 
+# --- --init ------------------------------------------------------------------
+
+def test_init_reaches_the_mixtures_kmeans_start(noise_png, tmp_path, monkeypatch):
+    real_fit = gmm.fit_gmm
+    seen = []
+
+    def fit_gmm(X, n_components, *, init="not passed", **kwargs):
+        seen.append(init)
+        return real_fit(X, n_components, **kwargs)
+    monkeypatch.setattr(gmm, "fit_gmm", fit_gmm)
+    assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4", "--model", "mixture",
+                    "--init", "random", "-q") == 0
+    assert seen == ["random"]
+
+
+def test_summary_counts_the_seedings_that_ran(noise_png, tmp_path, monkeypatch, capsys):
+    # A fit that says it tried one seeding: the summary must not claim more.
+    real_kmeans = kmeans.kmeans
+
+    class OneStart:
+        def __init__(self, result):
+            self.result = result
+            self.n_init = 1
+
+        def __getattr__(self, name):
+            return getattr(self.result, name)
+
+    monkeypatch.setattr(kmeans, "kmeans", lambda X, k, **kwargs: OneStart(
+        real_kmeans(X, k, **{**kwargs, "n_init": 1})))
+    assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4", "--init", "random") == 0
+    err = capsys.readouterr().err
+    assert "best of" not in err and "seedings" not in err
+
+
 # --- --quiet and --verbose -------------------------------------------------
 
 def test_quiet_compress_prints_only_the_result_line(noise_png, tmp_path, capsys):
@@ -138,77 +186,87 @@ def test_quiet_decompress_prints_nothing(noise_png, tmp_path, capsys):
 
 
 def test_quiet_and_verbose_together_is_a_usage_error(noise_png, tmp_path, capsys):
-    try:
-        status = compress(noise_png, tmp_path / "c.npz", "-q", "-v")
-    except SystemExit as exc:  # argparse's own way out
-        status = exc.code
-    assert status == 2
+    assert compress(noise_png, tmp_path / "c.npz", "-q", "-v") == 2
     assert "not allowed with" in capsys.readouterr().err
     assert not (tmp_path / "c.npz").exists()
 
 
-@pytest.mark.parametrize("model, measure", [("kmeans", "objective per pixel"),
-                                            ("mixture", "log-likelihood per pixel")])
-def test_verbose_prints_one_line_per_iteration(model, measure, noise_png, tmp_path, capsys):
+@pytest.mark.parametrize("model, measure", [("kmeans", "mean sq. distance"),
+                                            ("mixture", "log-likelihood")])
+def test_verbose_prints_one_line_per_update(model, measure, noise_png, tmp_path, capsys):
     assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4", "--model", model,
                     "--verbose") == 0
     captured = capsys.readouterr()
     assert RESULT_LINE.match(captured.out)
-    line = re.compile(rf"^{model}: (run (\d+), )?iteration (\d+), {measure} (\S+), "
-                      r"[\d.]+ s$")
-    matches = [line.match(text) for text in captured.err.splitlines()]
-    iterations = [m for m in matches if m]
-    assert len(iterations) >= 2
-    assert all(np.isfinite(float(m.group(4))) for m in iterations)
-    # Within the first run the iteration numbers count up without gaps, from 1
-    # (or from 0, the mixture's k-means start).
-    first = [int(m.group(3)) for m in iterations if m.group(1) is None]
-    assert first[0] in (0, 1)
-    assert first == list(range(first[0], first[0] + len(first)))
-    # Everything else on stderr is the summary: no progress escapes when not a terminal.
-    others = [text for text, m in zip(captured.err.splitlines(), matches) if not m]
-    assert len(others) == 1 and others[0].startswith("hw2: wrote ")
-    assert "\r" not in captured.err
+    lines = captured.err.splitlines()
+    # The stages, in order, each on its own line.
+    stages = [line for line in lines if re.match(r"(reading|counting|writing) ", line)]
+    assert stages == [f"reading {tmp_path / 'noise.png'}", "counting colours",
+                      f"writing {tmp_path / 'c.npz'}"]
+    update = re.compile(rf"^fitting {model}, (.+), (iteration \d+(/\d+)?|\d+/\d+ centres), "
+                        rf"[\d.]+ s(, {measure} (\S+))?$")
+    updates = [update.match(line) for line in lines]
+    values = [float(m.group(5)) for m in updates if m and m.group(5)]
+    assert len([m for m in updates if m]) >= 2 and values
+    assert all(np.isfinite(values))
+    assert "\r" not in captured.err  # no redrawing when stderr is not a terminal
 
 
-def test_default_on_a_pipe_prints_no_iterations(noise_png, tmp_path, capsys):
+def test_default_on_a_pipe_prints_no_progress(noise_png, tmp_path, capsys):
     assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4") == 0
     err = capsys.readouterr().err
-    assert "iteration " not in err.replace(" iterations", "")
-    assert "\r" not in err and len(err.splitlines()) == 1
+    assert "\r" not in err
+    assert all(line.startswith("hw2: ") for line in err.splitlines())
+    assert "reading" not in err and "fitting" not in err
 
 
 # --- the summaries ---------------------------------------------------------
+
+def summary_of(err):
+    """The summary lines of stderr, joined: one line, or two if it is wider than 80."""
+    lines = [line for line in err.splitlines() if not line.startswith("hw2: note: ")]
+    assert 1 <= len(lines) <= 2 and all(line.startswith("hw2: ") for line in lines), err
+    if len(lines) == 1:
+        assert len(lines[0]) <= 80
+    else:  # split only when one line ("hw2: " once, "; " between) would not fit
+        assert len(lines[0]) + len(lines[1]) - len("hw2: ") + len("; ") > 80
+    return "; ".join(line[len("hw2: "):] for line in lines)
+
 
 def test_compress_summary_names_output_sizes_clusters_and_convergence(noise_png, tmp_path,
                                                                        capsys):
     out = tmp_path / "codebook.npz"
     assert compress(noise_png, out, "--clusters", "5") == 0
-    err = capsys.readouterr().err
-    (summary,) = err.splitlines()
-    assert str(out) in summary
-    assert f"{os.path.getsize(out) / 1000:.1f} KB" in summary
-    assert f"input {os.path.getsize(noise_png) / 1000:.1f} KB" in summary
-    assert "kmeans" in summary and "5 clusters" in summary
-    assert re.search(r"\b\d+ iterations, (converged|stopped at the iteration limit);", summary)
-    assert re.search(r"; \d+\.\d\d s$", summary)
+    summary = summary_of(capsys.readouterr().err)
+    out_size, in_size = os.path.getsize(out), os.path.getsize(noise_png)
+    assert f"wrote {out}, {out_size / 1000:.1f} KB ({round(100 * out_size / in_size)}% of " \
+           "the input)" in summary
+    assert "kmeans, 5 clusters; " in summary
+    assert re.search(r"\b\d+ iterations?(, converged| \(the limit\))", summary)
+    assert re.search(r"\b\d+\.\d\d s\b", summary)
+
+
+@pytest.mark.parametrize("model", ["kmeans", "mixture"])
+@pytest.mark.parametrize("clusters", ["3", "2000"])
+def test_summary_fits_in_80_columns(model, clusters, noise_png, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert compress("noise.png", "c.npz", "--clusters", clusters, "--model", model) == 0
+    lines = capsys.readouterr().err.splitlines()
+    summary_of("\n".join(lines))
+    assert all(len(line) <= 80 for line in lines), lines
 
 
 @pytest.mark.parametrize("model", ["kmeans", "mixture"])
 def test_summary_is_the_same_with_and_without_progress(model, tmp_path, capsys):
-    # The sample photo has over 20,000 distinct colours: k-means seeds on a
-    # summary of them and runs only the best seedings in full, so counting the
-    # restarts the progress callback sees would tell fewer seedings than tried.
     summaries = []
     for extra in ([], ["--verbose"]):
-        assert compress(ROOT / "samples" / "rocket.jpg", tmp_path / "c.npz",
-                        "--clusters", "4", "--model", model, *extra) == 0
-        summary = capsys.readouterr().err.splitlines()[-1]
-        summaries.append(re.sub(r"; [\d.]+ s$", "", summary))
+        assert compress(ROCKET, tmp_path / "c.npz", "--clusters", "4", "--model", model,
+                        *extra) == 0
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("hw2: ")]
+        summaries.append(re.sub(r"\b[\d.]+ s\b", "", "; ".join(lines)))
     assert summaries[0] == summaries[1]
-    assert f"; {model}, 4 clusters, " in summaries[0]
-    if model == "kmeans":
-        assert "seedings" in summaries[0]
+    assert f"{model}, 4 clusters; " in summaries[0]
 
 
 def test_summary_says_why_fewer_clusters(three_colour_png, tmp_path, capsys):
@@ -216,22 +274,50 @@ def test_summary_says_why_fewer_clusters(three_colour_png, tmp_path, capsys):
     assert compress(three_colour_png, out, "--clusters", "20") == 0
     captured = capsys.readouterr()
     assert captured.out == "Reconstruction error is 0.0\n"
-    assert str(out) in captured.err
-    assert "3 clusters" in captured.err
-    assert "only 3 distinct colours" in captured.err and "lossless" in captured.err
+    summary = summary_of(captured.err)
+    assert str(out) in summary and "3 clusters" in summary
+    assert "only 3 distinct colours" in summary and "lossless" in summary
 
 
-def test_summary_counts_clusters_left_without_pixels(noise_png, tmp_path):
+def test_summary_speaks_in_the_singular_for_one(tmp_path, capsys):
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((5, 7, 3), 90, dtype=np.uint8)).save(path)
+    assert compress(path, tmp_path / "c.npz", "--clusters", "1") == 0
+    summary = summary_of(capsys.readouterr().err)
+    assert "1 cluster:" in summary and "only 1 distinct colour," in summary
+    assert hw2.main(["--decompress", str(tmp_path / "c.npz"),
+                     "--output", str(tmp_path / "back.png")]) == 0
+    assert "from 1 colour," in capsys.readouterr().err
+
+
+def test_summary_counts_clusters_left_without_pixels(noise_png):
     class Args:
-        output, compress, clusters, model = str(noise_png), str(noise_png), 4, "mixture"
+        output, clusters, model = str(noise_png), 4, "mixture"
 
     class Fit:
-        n_iter, converged = 12, True
+        n_iter, converged = 1, True
 
     labels = np.array([0, 0, 2, 2, 2])  # clusters 1 and 3 hold no colour
-    line = hw2.compress_summary(Args, labels, 4, Fit, 1, 0.5)
-    assert "2 of 4 clusters used (2 components are no pixel's most likely one)" in line
-    assert "12 iterations, converged" in line
+    text = "; ".join(hw2.compress_summary(Args, labels, 4, Fit, 1, 0.5, 1000, 10))
+    assert "2 of 4 clusters used; 1 iteration, converged" in text
+    assert "best of" not in text
+
+
+@pytest.mark.parametrize("ratio, shown", [(0.004, "0.4%"), (0.0004, "<0.1%"), (0.27, "27%"),
+                                          (2.84, "284%"), (0.0, "0%"), (1.003, "100.3%"),
+                                          (0.996, "99.6%"), (1.0, "100%")])
+def test_percentages_never_round_to_zero_or_to_equal(ratio, shown):
+    assert hw2.percent(ratio) == shown
+
+
+def test_summary_time_counts_from_the_process_start():
+    # The child sleeps before it even imports hw2: that time is the process's too.
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.path.insert(0, "
+         "sys.argv[1]); import hw2; print(time.monotonic() - hw2.process_start())", ROOT],
+        capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert 0.5 <= float(child.stdout) < 60
 
 
 def test_decompress_summary_names_output_size_and_format(noise_png, tmp_path, capsys):
@@ -246,6 +332,65 @@ def test_decompress_summary_names_output_size_and_format(noise_png, tmp_path, ca
     assert "40x30" in summary and "JPEG" in summary and "RGB" in summary
 
 
+# --- notes -------------------------------------------------------------------
+
+def test_note_when_the_image_was_turned_upright(tmp_path, capsys):
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: turn 90 degrees to view
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (8, 12, 3), dtype=np.uint8)) \
+        .save(path, exif=exif)
+    assert compress(path, tmp_path / "c.npz", "--clusters", "3") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert len(notes) == 1 and str(path) in notes[0] and "EXIF orientation" in notes[0]
+    assert compress(path, tmp_path / "c.npz", "--clusters", "3", "-q") == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name, noted", [("book.png", True), ("book.JPG", True),
+                                         ("book.npz", False), ("book", False)])
+def test_note_when_the_codebook_has_an_image_extension(name, noted, noise_png, tmp_path,
+                                                       capsys):
+    assert compress(noise_png, tmp_path / name, "--clusters", "3") == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("hw2: note: ")]
+    assert bool(notes) == noted
+    if noted:
+        assert "npz codebook" in notes[0] and name in notes[0]
+    assert sorted(load_codebook(tmp_path / name)) == ["assignments", "img_shape", "means"]
+
+
+def test_note_when_the_codebook_is_larger_than_the_image(tmp_path, capsys):
+    # Random black and white pixels: PNG stores 1 bit each, the codebook a byte
+    # each that deflate cannot pack below a bit.
+    path = tmp_path / "bits.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 2, (300, 300)).astype(bool)).save(path)
+    assert compress(path, tmp_path / "c.npz", "--clusters", "2") == 0
+    err = capsys.readouterr().err
+    ratio = os.path.getsize(tmp_path / "c.npz") / os.path.getsize(path)
+    assert ratio > 1
+    (note,) = [line for line in err.splitlines() if "larger than the input" in line]
+    assert f"{round(100 * ratio)}%" in note
+    assert compress(path, tmp_path / "c.npz", "--clusters", "2", "-q") == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("alpha, noted", [(255, False), (128, True)])
+def test_composited_note_only_when_something_was_transparent(alpha, noted, tmp_path, capsys):
+    pixels = np.zeros((6, 8, 4), dtype=np.uint8)
+    pixels[..., :3] = (30, 60, 90)
+    pixels[..., 3] = 255
+    pixels[:3, :, 3] = alpha
+    book = tmp_path / "c.npz"
+    np.savez_compressed(book, assignments=(pixels[..., 3] != 255).reshape(-1).astype(np.uint8),
+                        means=np.array([[30, 60, 90, 255], [30, 60, 90, alpha]], dtype=float),
+                        img_shape=np.array(pixels.shape))
+    assert hw2.main(["--decompress", str(book), "--output", str(tmp_path / "flat.jpg")]) == 0
+    err = capsys.readouterr().err
+    assert ("composited on white" in err) == noted
+    assert " RGB JPEG image" in err
+
+
 # --- the progress line ------------------------------------------------------
 
 class FakeTerminal(io.StringIO):
@@ -253,57 +398,144 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_progress_draws_first_call_then_throttles(monkeypatch):
-    clock = iter([0.0, 0.0, 0.05, 0.08, 0.25])  # the first value is the start time
-    monkeypatch.setattr(hw2.time, "perf_counter", lambda: next(clock))
+def P(stage="exact", run=1, n_runs=1, iteration=1, max_iter=300, value=float("nan")):
+    return kmeans.Progress(stage, run, n_runs, iteration, max_iter, value)
+
+
+def test_progress_line_names_stage_run_iteration_and_cap():
+    fields = hw2.progress_fields("kmeans", P("coarse", 2, 20, 12, 300, 123.4), 1.25)
+    assert fields[0] == "fitting kmeans"
+    assert "coarse 2/20" in fields and "iteration 12/300" in fields
+    assert fields[-1] == "mean sq. distance 123.4"
+    seeding = ", ".join(hw2.progress_fields("kmeans", P("seeding", 3, 20, 37, 256), 0.5))
+    assert "seeding 3/20" in seeding and "37/256 centres" in seeding
+    assert "nan" not in seeding  # no value yet: none shown
+    single = ", ".join(hw2.progress_fields("mixture", P("EM", 1, 1, 5, 100, -10.5), 2.0))
+    assert "1/1" not in single and "EM, iteration 5/100" in single
+    assert single.endswith("log-likelihood -10.5")
+
+
+def test_progress_draws_at_once_then_throttles_and_is_cleared(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(hw2.time, "monotonic", lambda: now[0])
     stream = FakeTerminal()
-    report = hw2.Reporter(stream=stream)
+    report = hw2.Reporter(stream=stream, started=0.0)
+    monkeypatch.setattr(hw2, "terminal_columns", lambda stream: 200)
     callback = report.progress_callback("kmeans")
-    for iteration in (1, 2, 3, 4):
-        callback(iteration, 100.0 / iteration)
+    for iteration, now[0] in zip((1, 2, 3, 4), (0.0, 0.05, 0.08, 0.25)):
+        callback(P(iteration=iteration, value=100.0 / iteration))
     report.clear()
-    drawn = stream.getvalue().split("\r\033[K")
+    drawn = stream.getvalue().split(ERASE)
     assert drawn[0] == ""
-    assert drawn[1].startswith("kmeans: iteration 1, objective 100,")
-    assert drawn[2].startswith("kmeans: iteration 4, objective 25,")
+    assert drawn[1].startswith("fitting kmeans, exact, iteration 1/300,")
+    assert drawn[2].startswith("fitting kmeans, exact, iteration 4/300,")
+    assert drawn[2].endswith("mean sq. distance 25")
     assert drawn[3] == ""  # cleared at the end
     assert len(drawn) == 4
 
 
-def test_restarts_are_counted_and_shown():
+def test_a_stage_shows_at_once_and_so_does_the_next_update(monkeypatch):
+    monkeypatch.setattr(hw2.time, "monotonic", lambda: 5.0)  # time stands still
+    stream = FakeTerminal()
+    report = hw2.Reporter(stream=stream, started=0.0)
+    monkeypatch.setattr(hw2, "terminal_columns", lambda stream: 200)
+    report.stage("reading photo.jpg")
+    report.stage("counting colours")
+    callback = report.progress_callback("mixture")
+    callback(P("EM", iteration=1, max_iter=100))
+    callback(P("EM", iteration=2, max_iter=100))  # within the redraw interval: skipped
+    drawn = stream.getvalue().split(ERASE)[1:]
+    assert drawn[:2] == ["reading photo.jpg", "counting colours"]
+    assert drawn[2].startswith("fitting mixture, EM, iteration 1/100, 5.0 s")
+    assert len(drawn) == 3
+
+
+@pytest.mark.parametrize("columns", [20, 50, 80])
+def test_progress_line_is_cut_to_the_terminal(columns, monkeypatch):
+    stream = FakeTerminal()
+    monkeypatch.setattr(hw2, "terminal_columns", lambda stream: columns)
+    report = hw2.Reporter(stream=stream)
+    report.stage("reading /a/rather/long/folder/name/\u5199\u771f/of/photos/IMG_0001.jpg")
+    report.progress_callback("kmeans")(P("coarse", 12, 20, 123, 300, 1234.5678))
+    for line in stream.getvalue().split(ERASE)[1:]:
+        assert 0 < columns_of(line) <= columns - 1
+    assert stream.getvalue().split(ERASE)[-1].startswith("fitting kmeans")
+
+
+def test_fields_are_dropped_from_the_end_to_fit():
+    fields = ["fitting kmeans", "coarse 2/20", "iteration 12/300", "1.3 s"]
+    assert hw2.fit_fields(fields, 80) == "fitting kmeans, coarse 2/20, iteration 12/300, 1.3 s"
+    assert hw2.fit_fields(fields, 45) == "fitting kmeans, coarse 2/20, iteration 12/300"
+    assert hw2.fit_fields(fields, 10) == "fitting km"
+    assert hw2.fit_fields(["\u5199\u771f\u5199\u771f"], 5) == "\u5199\u771f"
+
+
+def test_verbose_seeding_keeps_its_first_and_last_centre_and_one_line_a_second(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(hw2.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    callback = hw2.Reporter(verbose=True, stream=stream, started=0.0).progress_callback("kmeans")
+    for centre in range(1, 1001):  # a thousand centres over 2.5 s
+        now[0] = centre * 0.0025
+        callback(P("seeding", 1, 1, centre, 1000))
+    callback(P("exact", 1, 1, 1, 300, 5.0))
+    callback(P("exact", 1, 1, 2, 300, 4.0))  # iterations all show
+    lines = stream.getvalue().splitlines()
+    centres = [int(re.search(r"(\d+)/1000 centres", line).group(1)) for line in lines[:-2]]
+    assert centres[0] == 1 and centres[-1] == 1000
+    assert len(centres) == 4  # 2.5 s: one line a second between the first and the last
+    assert "iteration 1/300" in lines[-2] and "iteration 2/300" in lines[-1]
+
+
+def test_legacy_callbacks_show_the_mean_squared_distance():
+    # Today's fits call callback(iteration, value), value a sum over pixels for k-means.
     stream = io.StringIO()
     report = hw2.Reporter(verbose=True, stream=stream)
-    callback = report.progress_callback("kmeans")
-    for iteration in (1, 2, 3, 1, 2):
-        callback(iteration, 1.0)
-    assert report.n_starts == 2
+    callback = report.progress_callback("kmeans", n_pixels=8)
+    for iteration in (1, 2, 1):
+        callback(iteration, 100.0)
     lines = stream.getvalue().splitlines()
-    assert lines[2].startswith("kmeans: iteration 3,")
-    assert lines[3].startswith("kmeans: run 2, iteration 1,")
+    assert len(lines) == 3
+    assert lines[0].startswith("fitting kmeans, Lloyd, iteration 1, ")
+    assert lines[0].endswith("mean sq. distance 12.5")
+    assert "run" not in lines[2]  # which run is not known: no guessed number
 
 
-def test_kmeans_objective_is_shown_per_pixel():
-    stream = io.StringIO()
-    report = hw2.Reporter(verbose=True, stream=stream)
-    report.progress_callback("kmeans", n_pixels=8)(1, 100.0)   # a sum over 8 pixels
-    report.progress_callback("mixture", n_pixels=8)(0, -10.5)  # already per pixel
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("kmeans: iteration 1, objective per pixel 12.5,")
-    assert lines[1].startswith("mixture: iteration 0, log-likelihood per pixel -10.5,")
+def test_progress_is_cleared_before_an_error(noise_png, tmp_path, monkeypatch):
+    stream = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+
+    def full_disk(*args, **kwargs):
+        raise codec.CodecError("c.npz: cannot write (No space left on device)")
+    monkeypatch.setattr(codec, "write_codebook", full_disk)
+    assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4") == 1
+    text = stream.getvalue()
+    assert "fitting kmeans" in text
+    before, after = text.rsplit(ERASE, 1)
+    assert after == "hw2: error: c.npz: cannot write (No space left on device)\n"
 
 
-def test_progress_on_a_terminal_updates_in_place_and_is_cleared(noise_png, tmp_path):
+def run_on_terminal(argv, columns, timeout=60, stdout_too=False):
+    """Run hw2.py with stderr (and stdout, if asked) on a pseudo-terminal ``columns`` wide.
+
+    Returns
+    -------
+    status : int
+    stdout : str
+    terminal : str
+        Everything written on the terminal.
+    """
     master, slave = pty.openpty()
-    out = tmp_path / "c.npz"
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
     try:
-        child = subprocess.Popen(
-            [sys.executable, "hw2.py", "--compress", str(noise_png), "--clusters", "4",
-             "--output", str(out)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        child = subprocess.Popen([sys.executable, HW2, *map(str, argv)], env=env,
+                                 stdin=subprocess.DEVNULL,
+                                 stdout=slave if stdout_too else subprocess.PIPE, stderr=slave)
     finally:
         os.close(slave)
     terminal = b""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([master], [], [], 1.0)
         if not ready:
@@ -318,17 +550,36 @@ def test_progress_on_a_terminal_updates_in_place_and_is_cleared(noise_png, tmp_p
             break
         terminal += chunk
     os.close(master)
-    stdout = child.communicate(timeout=60)[0].decode()
-    assert child.returncode == 0
+    stdout = child.communicate(timeout=timeout)[0]
+    return child.returncode, (stdout or b"").decode(), terminal.decode()
+
+
+@pytest.mark.parametrize("columns", [50, 80])
+def test_progress_on_a_terminal_fits_names_stages_and_is_cleared(columns, noise_png, tmp_path):
+    out = tmp_path / "c.npz"
+    status, stdout, text = run_on_terminal(["--compress", noise_png, "--clusters", "4",
+                                            "--output", out], columns)
+    assert status == 0
     assert RESULT_LINE.match(stdout)  # the pipe holds exactly the result line
-    text = terminal.decode()
-    assert "\r\033[Kkmeans: iteration 1, objective per pixel " in text
+    drawn = text.split(ERASE)
+    assert drawn[0] == ""
+    # Every redraw fits on one line of the terminal: nothing wraps, nothing is left behind.
+    for line in drawn[1:-1]:
+        assert "\n" not in line and columns_of(line) < columns, line
+    stages = [line.split(" ")[0] for line in drawn[1:-1]]
+    assert stages[:2] == ["reading", "counting"] and "writing" in stages
+    assert any(line.startswith("fitting kmeans, ") for line in drawn[1:-1])
     # The last escape erases the progress line; only the summary follows it.
-    before, after = text.rsplit("\r\033[K", 1)
-    assert "kmeans: iteration" in before
-    assert after.startswith("hw2: wrote ") and "iteration " not in after.replace(
-        " iterations", "")
-    assert after.count("\n") == 1
+    assert drawn[-1].startswith("hw2: wrote ") and "fitting" not in drawn[-1]
+    assert all(line.startswith("hw2: ") for line in drawn[-1].splitlines())
+
+
+def test_result_line_on_the_same_terminal_starts_on_a_clean_line(noise_png, tmp_path):
+    status, _, text = run_on_terminal(["--compress", noise_png, "--clusters", "4",
+                                       "--output", tmp_path / "c.npz"], 80, stdout_too=True)
+    assert status == 0
+    assert re.search(r"\r\x1b\[KReconstruction error is \S+\r\n", text), text
+    assert not re.search(r"[^\n\x1b]Reconstruction error", text.replace(ERASE, "\x1b")), text
 
 
 # --- --help -----------------------------------------------------------------
@@ -343,8 +594,18 @@ def test_help_explains_models_examples_and_exit_statuses(capsys):
     assert ("python3 hw2.py --compress photo.jpg --model kmeans --clusters 20 "
             "--output c.npz") in text
     assert "python3 hw2.py --decompress c.npz --output photo.jpg" in text
-    for status in ("0 +success", "1 +a file", "2 +a bad command line", "130 +interrupted"):
+    for status in ("0 +success", "1 +a file", "2 +a bad command line", "130 +interrupted",
+                   "143 +terminated"):
         assert re.search(rf"^  {status}", text, re.MULTILINE)
     for flag in ("--compress", "--decompress", "--clusters", "--model", "--output",
                  "--seed", "--verbose", "--quiet"):
         assert flag in text
+
+
+def test_summary_lines_stay_single_lines_whatever_the_file_names(noise_png, tmp_path, capsys):
+    image = tmp_path / "a\nb.png"
+    os.rename(noise_png, image)
+    assert compress(image, tmp_path / "c\nd.npz", "--clusters", "3") == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("hw2: ") for line in lines)
+    assert any("c\\nd.npz" in line for line in lines)
