@@ -39,9 +39,10 @@ import numpy as np
 _CHUNK_ELEMENTS = 1 << 17
 _MIN_BLOCK_ROWS = 16
 # The assign step keeps distance bounds (Hamerly) from this many clusters on; below,
-# every distance is quicker.  Measured, 30 Lloyd iterations on 546,000 colours took
-# 0.9 s with every distance and 3.1 s with bounds at k=20, 9.8 s and 6.7 s at k=256;
-# 20 from k-means++ seeds on 33,000 grid cells at k=4096, 5.1 s and 3.8 s.
+# every distance is as quick.  Measured, 30 Lloyd iterations on 546,000 colours took
+# 3.5 s with every distance and 3.7 s with bounds at k=64, 12.9 s and 6.1 s at k=256,
+# 47 s and 21 s at k=1024 (2 cores under load); 20 from k-means++ seeds on 33,000
+# grid cells at k=4096, 5.1 s and 3.8 s.
 _BOUNDS_MIN_CLUSTERS = 128
 # Relative safety margin on the bounds, far above float64 rounding: a bound
 # may only err on the side of checking a sample once more.
