@@ -409,21 +409,9 @@ def fit_colours(colours, counts, args, report):
         fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
                           callback=progress)
         return fit.means, gmm.predict(X, fit), fit, fit.n_runs
-    starts = _kmeans_starts(len(X), args.clusters)
     fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
-                        callback=progress, **starts)
-    # kmeans.py before its redesign did not say how many seedings it tried: all it was given.
-    return fit.centers, fit.labels, fit, getattr(fit, "n_init", starts.get("n_init", 1))
-
-
-def _kmeans_starts(n_colours, n_clusters):
-    """The start options kmeans.py took before its redesign (it now picks its own n_init).
-
-    Remove, with the ``getattr`` above, once kmeans.py's redesign is merged.
-    """
-    if not hasattr(kmeans, "auto_n_init"):
-        return {}
-    return {"n_init": kmeans.auto_n_init(n_colours, n_clusters), "polish": True}
+                        callback=progress)
+    return fit.centers, fit.labels, fit, fit.n_init
 
 
 def print_result(line):
