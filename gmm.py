@@ -439,23 +439,11 @@ def _hard_start(exact, n_components, init, init_iter, rng, settings):
     rows = exact if coarse is None else coarse
     labels = kmeans.kmeans(_points(rows), n_components, sample_weight=rows.weights, init=init,
                            n_init=1, max_iter=init_iter, rng=rng,
-                           callback=_relayed(settings.callback)).labels
+                           callback=settings.callback).labels
     stats = np.stack([np.bincount(labels, weights=rows.weights * phi, minlength=n_components)
                       for phi in rows.phi], axis=1)
     # No likelihood yet: a dead cluster (one of zero weight) goes to the first rows.
     return _m_step(rows, stats, settings.reg_covar, np.zeros(len(rows.weights))), coarse
-
-
-def _relayed(callback):
-    """``callback`` for :func:`kmeans.kmeans`: its Progress passes through."""
-    if callback is None:
-        return None
-
-    def relay(*args):
-        # kmeans.py before its coarse-to-fine rewrite reports (iteration, inertia): dropped.
-        if len(args) == 1:
-            callback(args[0])
-    return relay
 
 
 def _em(rows, mixture, settings, stage, run):

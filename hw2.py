@@ -403,8 +403,7 @@ def fit_colours(colours, counts, args, report):
     rng = np.random.default_rng(args.seed)
     report.stage(f"fitting {args.model}, {plural(args.clusters, 'cluster')}")
     # The values a progress line shows cost the fits work: only ask for them when shown.
-    progress = (report.progress_callback(args.model, n_pixels=int(counts.sum()))
-                if report.shows_progress else None)
+    progress = report.progress_callback(args.model) if report.shows_progress else None
     if args.model == "mixture":
         fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
                           callback=progress)
@@ -793,24 +792,16 @@ class Reporter:
         self._show([printable(text)], force=True)
         self._drawn_at = None  # the fit's first update shows at once too
 
-    def progress_callback(self, model, n_pixels=None):
+    def progress_callback(self, model):
         """A callback for the fits, showing each ``kmeans.Progress`` it is given.
-
-        It also takes today's ``callback(iteration, value)`` calls (the
-        k-means objective is then divided by ``n_pixels``).
 
         Parameters
         ----------
         model : {"kmeans", "mixture"}
-        n_pixels : int, optional
-            Pixels in the image: the k-means objective per pixel is the mean
-            squared distance.
         """
-        legacy = _LegacyProgress(model, n_pixels)
         seeding_said = [0.0]
 
-        def callback(*update):
-            progress = update[0] if len(update) == 1 else legacy(*update)
+        def callback(progress):
             now = time.monotonic()
             if self.verbose and progress.stage == "seeding":
                 # A seeding may report every centre: the log keeps one line a second.
@@ -905,23 +896,6 @@ def progress_fields(model, progress, seconds):
         measure = "mean sq. distance" if model == "kmeans" else "log-likelihood"
         fields.append(f"{measure} {progress.value:.5g}")
     return fields
-
-
-class _LegacyProgress:
-    """Turns today's ``callback(iteration, value)`` calls into ``kmeans.Progress``.
-
-    Until the fits pass Progress themselves.  Such a call does not say which
-    run it belongs to, so no run number is shown (a guessed one would not
-    match the summary's count); the k-means objective, a sum over pixels, is
-    divided by the number of pixels.
-    """
-
-    def __init__(self, model, n_pixels):
-        self.stage = "EM" if model == "mixture" else "Lloyd"
-        self.scale = 1.0 / n_pixels if model == "kmeans" and n_pixels else 1.0
-
-    def __call__(self, iteration, value):
-        return kmeans.Progress(self.stage, 1, 0, iteration, 0, value * self.scale)
 
 
 if __name__ == "__main__":
