@@ -17,7 +17,6 @@ _IMPORTED = time.monotonic()  # before the imports below: the summary's time inc
 import argparse
 import contextlib
 import difflib
-import inspect
 import os
 import re
 import shutil
@@ -316,8 +315,6 @@ def check_args(parser, args):
         parser.error(f"argument --clusters: {args.clusters} is more than {_limit_reason(args)}")
     if args.seed < 0:
         parser.error(f"argument --seed: {args.seed} is negative")
-    if args.model == "mixture" and args.init != "k-means++" and not _mixture_takes_init():
-        parser.error(f"argument --init: {args.init} applies to --model kmeans only")
 
 
 def cluster_limits():
@@ -335,11 +332,6 @@ def _limit_reason(args):
     others = [f"--model {model} (up to {most})" for model, most in cluster_limits().items()
               if most > limit and args.clusters <= most]
     return f"{why}; use --clusters {limit} or fewer" + (f", or {others[0]}" if others else "")
-
-
-def _mixture_takes_init():
-    # gmm.fit_gmm gains ``init`` in the numerics redesign; until then only k-means++ is true.
-    return "init" in inspect.signature(gmm.fit_gmm).parameters
 
 
 # ---------------------------------------------------------------- compress
@@ -411,28 +403,14 @@ def fit_colours(colours, counts, args, report):
     rng = np.random.default_rng(args.seed)
     report.stage(f"fitting {args.model}, {plural(args.clusters, 'cluster')}")
     # The values a progress line shows cost the fits work: only ask for them when shown.
-    progress = (report.progress_callback(args.model, n_pixels=int(counts.sum()))
-                if report.shows_progress else None)
+    progress = report.progress_callback(args.model) if report.shows_progress else None
     if args.model == "mixture":
-        init = {"init": args.init} if _mixture_takes_init() else {}
-        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, rng=rng, callback=progress,
-                          **init)
+        fit = gmm.fit_gmm(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
+                          callback=progress)
         return fit.means, gmm.predict(X, fit), fit, fit.n_runs
-    starts = _kmeans_starts(len(X), args.clusters)
     fit = kmeans.kmeans(X, args.clusters, sample_weight=counts, init=args.init, rng=rng,
-                        callback=progress, **starts)
-    # kmeans.py before its redesign did not say how many seedings it tried: all it was given.
-    return fit.centers, fit.labels, fit, getattr(fit, "n_init", starts.get("n_init", 1))
-
-
-def _kmeans_starts(n_colours, n_clusters):
-    """The start options kmeans.py took before its redesign (it now picks its own n_init).
-
-    Remove, with the ``getattr`` above, once kmeans.py's redesign is merged.
-    """
-    if not hasattr(kmeans, "auto_n_init"):
-        return {}
-    return {"n_init": kmeans.auto_n_init(n_colours, n_clusters), "polish": True}
+                        callback=progress)
+    return fit.centers, fit.labels, fit, fit.n_init
 
 
 def print_result(line):
@@ -814,24 +792,16 @@ class Reporter:
         self._show([printable(text)], force=True)
         self._drawn_at = None  # the fit's first update shows at once too
 
-    def progress_callback(self, model, n_pixels=None):
+    def progress_callback(self, model):
         """A callback for the fits, showing each ``kmeans.Progress`` it is given.
-
-        It also takes today's ``callback(iteration, value)`` calls (the
-        k-means objective is then divided by ``n_pixels``).
 
         Parameters
         ----------
         model : {"kmeans", "mixture"}
-        n_pixels : int, optional
-            Pixels in the image: the k-means objective per pixel is the mean
-            squared distance.
         """
-        legacy = _LegacyProgress(model, n_pixels)
         seeding_said = [0.0]
 
-        def callback(*update):
-            progress = update[0] if len(update) == 1 else legacy(*update)
+        def callback(progress):
             now = time.monotonic()
             if self.verbose and progress.stage == "seeding":
                 # A seeding may report every centre: the log keeps one line a second.
@@ -926,23 +896,6 @@ def progress_fields(model, progress, seconds):
         measure = "mean sq. distance" if model == "kmeans" else "log-likelihood"
         fields.append(f"{measure} {progress.value:.5g}")
     return fields
-
-
-class _LegacyProgress:
-    """Turns today's ``callback(iteration, value)`` calls into ``kmeans.Progress``.
-
-    Until the fits pass Progress themselves.  Such a call does not say which
-    run it belongs to, so no run number is shown (a guessed one would not
-    match the summary's count); the k-means objective, a sum over pixels, is
-    divided by the number of pixels.
-    """
-
-    def __init__(self, model, n_pixels):
-        self.stage = "EM" if model == "mixture" else "Lloyd"
-        self.scale = 1.0 / n_pixels if model == "kmeans" and n_pixels else 1.0
-
-    def __call__(self, iteration, value):
-        return kmeans.Progress(self.stage, 1, 0, iteration, 0, value * self.scale)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
 * fitting the distinct colours weighted by their counts is fitting every pixel;
 * distances computed block by block agree with distances computed at once;
-* Lloyd pruned by distance bounds takes exactly the steps of plain Lloyd;
+* the bounded assign step gives the labels of the every-distance one, ties
+  included, and Lloyd with either takes exactly the steps of plain Lloyd;
 * both ways of finding the distinct colours (a table over the key space, or
   sorting the keys) agree with ``np.unique``;
-* the grid summary the seedings run on keeps the total weight and the mean.
+* the coarse histogram the starts run on keeps the total weight and the mean,
+  and the coarse-to-fine result is a fixed point of Lloyd on the exact data.
 """
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,10 +18,12 @@ from PIL import Image
 import codec
 import kmeans
 
+SAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "samples", "rocket.jpg")
+
 
 def sample_pixels(size=(96, 64)):
     """The committed sample photo, shrunk: (n_pixels, 3) uint8 with many repeats."""
-    with Image.open("samples/rocket.jpg") as image:
+    with Image.open(SAMPLE) as image:
         small = image.convert("RGB").resize(size, Image.BILINEAR)
     return np.asarray(small).reshape(-1, 3)
 
@@ -32,17 +38,18 @@ def blobs(rng, n_per_blob=400, n_features=3, n_blobs=6, spread=12.0):
 def plain_lloyd(X, weights, centers, max_iter=300):
     """Textbook weighted Lloyd: every distance every iteration, stop when no label changes.
 
-    Returns the centres, the labels and the objective seen at each assignment.
+    Returns the centres, the labels and, for each iteration, the objective of the
+    labels with their means (after the update step).
     """
     history = []
     sq_dist = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
     labels = sq_dist.argmin(axis=1)
     for _ in range(max_iter):
-        history.append(float(weights @ sq_dist[np.arange(len(X)), labels]))
         mass = np.array([weights[labels == c].sum() for c in range(len(centers))])
         assert (mass > 0).all(), "the test data should not empty a cluster"
         centers = np.array([weights[labels == c] @ X[labels == c] / mass[c]
                             for c in range(len(centers))])
+        history.append(float(weights @ ((X - centers[labels]) ** 2).sum(axis=1)))
         sq_dist = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
         new_labels = sq_dist.argmin(axis=1)
         if np.array_equal(new_labels, labels):
@@ -68,15 +75,21 @@ def test_fitting_distinct_colours_with_counts_is_fitting_every_pixel():
     assert on_colours.n_iter == on_pixels.n_iter
 
 
-def test_default_seeding_on_distinct_colours_matches_every_pixel():
-    # More than 20,000 samples: the seedings run on the grid summary, which is the same
-    # for the pixels and for their distinct colours with counts.
-    pixels = sample_pixels(size=(320, 213))
+def test_default_seeding_on_distinct_colours_matches_every_pixel(monkeypatch):
+    # The starts run on the coarse histogram, which is the same for the pixels and for
+    # their distinct colours with counts; the finish is the same Lloyd on either.
+    sizes = []  # (samples, points the starts ran on)
+    real = kmeans._coarse_data
+    monkeypatch.setattr(kmeans, "_coarse_data", lambda X, *args: sizes.append(
+        (len(X), len(real(X, *args)[0]))) or real(X, *args))
+    pixels = sample_pixels(size=(640, 427))
     colours, counts, inverse = codec.distinct_colours(pixels)
-    assert len(colours) > kmeans._SUMMARY_MIN_SAMPLES
     on_colours = kmeans.kmeans(colours, 8, sample_weight=counts, n_init=3,
                                rng=np.random.default_rng(1))
     on_pixels = kmeans.kmeans(pixels, 8, n_init=3, rng=np.random.default_rng(1))
+    # Both started on the same histogram, smaller than either.
+    assert sizes[0][1] == sizes[1][1] < len(colours) < len(pixels)
+    assert on_colours.converged and on_pixels.converged
     np.testing.assert_allclose(on_colours.centers, on_pixels.centers, rtol=1e-9, atol=1e-8)
     np.testing.assert_array_equal(on_colours.labels[inverse], on_pixels.labels)
     assert on_colours.inertia == pytest.approx(on_pixels.inertia, rel=1e-9)
@@ -139,174 +152,130 @@ def test_a_fit_in_small_blocks_is_the_fit_in_one_block(monkeypatch):
     assert blocked.inertia == pytest.approx(whole.inertia, rel=1e-12)
 
 
-# ---------------------------------------------------------------- bounds
+# ---------------------------------------------------------------- the assign step
+
+# The ways of computing the assign step: every distance, or Hamerly's bounds.
+ASSIGN_STEPS = {
+    "every distance": dict(_BOUNDS_MIN_CLUSTERS=1 << 62),
+    "bounds": dict(_BOUNDS_MIN_CLUSTERS=0),
+}
+
+
+@pytest.fixture(params=sorted(ASSIGN_STEPS))
+def assign_way(request, monkeypatch):
+    """Makes :func:`kmeans._assign_step` pick one way; returns its name."""
+    for name, value in ASSIGN_STEPS[request.param].items():
+        monkeypatch.setattr(kmeans, name, value)
+    return request.param
+
+
+def brute_force_labels(X, centers):
+    """Nearest centre of each row, the lowest index on ties, from direct distances."""
+    return ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+
 
 @pytest.mark.parametrize("seed", range(4))
-def test_pruned_lloyd_takes_the_steps_of_plain_lloyd(monkeypatch, seed):
+def test_assign_step_follows_moving_centres_exactly_ties_included(assign_way, seed):
+    # Small integers: every distance is exact, so ties are exact ties and the label
+    # must be the lowest index among them.  The centres wander by whole steps (some
+    # still, some jumping far, some landing on each other) over many calls.
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 12, size=(3000, 3)).astype(np.float64)
+    centers = rng.integers(0, 12, size=(9, 3)).astype(np.float64)
+    centers[8] = centers[7]  # two centres at the same place
+    step = kmeans._assign_step(X, len(centers))
+    n_ties = 0
+    for _ in range(25):
+        sq_dist = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+        n_ties += int(((sq_dist == sq_dist.min(axis=1, keepdims=True)).sum(axis=1) > 1).sum())
+        np.testing.assert_array_equal(step.labels(centers.copy()), sq_dist.argmin(axis=1))
+        centers = centers + rng.integers(-1, 2, size=centers.shape) * (rng.random((9, 1)) < 0.5)
+        if rng.random() < 0.2:
+            centers[rng.integers(9)] = rng.integers(0, 12, size=3)
+    assert n_ties > 1000  # the case this test is about did occur
+
+
+def test_assign_step_follows_moving_centres_on_real_valued_data(assign_way):
+    rng = np.random.default_rng(7)
+    X = blobs(rng, n_per_blob=500, n_blobs=6)
+    centers = X[rng.choice(len(X), 12, replace=False)]
+    step = kmeans._assign_step(X, len(centers))
+    for scale in (5.0, 1.0, 0.1, 0.0, 2.0, 0.01):
+        np.testing.assert_array_equal(step.labels(centers), brute_force_labels(X, centers))
+        centers = centers + scale * rng.standard_normal(centers.shape)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lloyd_takes_the_steps_of_plain_lloyd(assign_way, seed):
     rng = np.random.default_rng(seed)
     X = blobs(rng, n_per_blob=300, n_blobs=8, spread=20.0)
     weights = rng.integers(1, 20, size=len(X)).astype(np.float64)
     start = X[rng.choice(len(X), 8, replace=False)]
     expected_centers, expected_labels, expected_history = plain_lloyd(X, weights, start)
-    # Count the rows whose distances to every centre are computed.
-    rows_seen = []
-    full_kernel = kmeans._nearest_two
-
-    def counting_kernel(rows, centers, x_sq, second=True):
-        rows_seen.append(len(rows))
-        return full_kernel(rows, centers, x_sq, second)
-
-    monkeypatch.setattr(kmeans, "_nearest_two", counting_kernel)
-    history = []
-    result = kmeans.kmeans(X, 8, sample_weight=weights, init=start, tol=0.0,
-                           callback=lambda i, objective: history.append(objective))
+    seen = []
+    result = kmeans.kmeans(X, 8, sample_weight=weights, init=start, callback=seen.append)
     np.testing.assert_array_equal(result.labels, expected_labels)
     np.testing.assert_allclose(result.centers, expected_centers, rtol=1e-10, atol=1e-9)
-    np.testing.assert_allclose(history, expected_history, rtol=1e-10)
+    np.testing.assert_allclose([p.value * weights.sum() for p in seen], expected_history,
+                               rtol=1e-10)
     assert result.n_iter == len(expected_history)
-    # The bounds did prune: far fewer rows than every sample at every iteration.
-    sample_rows = sum(n for n in rows_seen if n != 8)  # 8 rows: centre-to-centre gaps
-    assert sample_rows < 0.5 * len(X) * (result.n_iter + 1)
 
 
-def test_pruned_lloyd_stays_exact_when_a_cluster_empties():
-    # One start centre far from everything empties at once and is relocated; the
-    # bounds are then rebuilt from scratch, and the run must match plain Lloyd after.
+def test_a_fit_in_small_blocks_is_the_fit_in_one_block_with_bounds(monkeypatch):
+    monkeypatch.setattr(kmeans, "_BOUNDS_MIN_CLUSTERS", 0)
+    rng = np.random.default_rng(6)
+    X = blobs(rng)
+    start = X[rng.choice(len(X), 7, replace=False)]
+    whole = kmeans.kmeans(X, 7, init=start)
+    monkeypatch.setattr(kmeans, "_CHUNK_ELEMENTS", 50)
+    blocked = kmeans.kmeans(X, 7, init=start)
+    np.testing.assert_array_equal(blocked.labels, whole.labels)
+    np.testing.assert_allclose(blocked.centers, whole.centers, rtol=1e-12, atol=1e-10)
+
+
+def test_emptied_cluster_in_the_finish_is_relocated_and_the_end_is_consistent(assign_way):
+    # One start centre far from everything: it is emptied at once, moved to a sample,
+    # and the run ends where plain Lloyd stops, every cluster holding samples.
     rng = np.random.default_rng(9)
     X = blobs(rng, n_per_blob=200, n_blobs=4, spread=10.0)
     start = np.vstack([X[[0, 200, 400]], [[5000.0, 5000.0, 5000.0]]])
-    result = kmeans.kmeans(X, 4, init=start, tol=0.0)
+    result = kmeans.kmeans(X, 4, init=start)
+    assert result.converged
     assert (np.bincount(result.labels, minlength=4) > 0).all()
-    # Its end is a fixed point of plain Lloyd.
+    assert np.abs(result.centers).max() < 1000.0
     centers, labels, history = plain_lloyd(X, np.ones(len(X)), result.centers)
     np.testing.assert_array_equal(labels, result.labels)
     np.testing.assert_allclose(centers, result.centers, rtol=1e-10, atol=1e-9)
     assert len(history) == 1
 
 
-def test_duplicated_centres_keep_the_bounds_safe():
-    # Two identical start centres: the gap between them is zero, so no sample may
-    # skip a check on the strength of it.
-    rng = np.random.default_rng(3)
-    X = blobs(rng, n_per_blob=100, n_blobs=3)
-    start = np.vstack([X[[0, 0]], X[[100, 200]]])
-    result = kmeans.kmeans(X, 4, init=start, tol=0.0)
-    sq_dist = ((X[:, None, :] - result.centers[None]) ** 2).sum(axis=2)
-    np.testing.assert_array_equal(result.labels, sq_dist.argmin(axis=1))
+# ---------------------------------------------------------------- coarse to fine
 
-
-# ---------------------------------------------------------------- summary
-
-def test_grid_summary_keeps_the_weight_and_the_mean():
+def test_coarse_histogram_keeps_the_weight_and_the_mean():
     rng = np.random.default_rng(2)
-    X = np.repeat(blobs(rng, n_per_blob=5000), 2, axis=0)  # enough repeats to shrink
-    weights = rng.integers(1, 5, size=len(X)).astype(np.float64)
-    points, mass = kmeans._grid_summary(X, weights)
-    assert len(points) * kmeans._SUMMARY_SHRINK <= len(X)
-    assert mass.sum() == pytest.approx(weights.sum(), rel=1e-12)
-    np.testing.assert_allclose(mass @ points, weights @ X, rtol=1e-10)
-    # Each point is a mean of samples, so it lies within their range (up to rounding).
-    assert (points.min(axis=0) >= X.min(axis=0) - 1e-9).all()
-    assert (points.max(axis=0) <= X.max(axis=0) + 1e-9).all()
+    X = blobs(rng, n_per_blob=2000)
+    weights = rng.integers(0, 5, size=len(X)).astype(np.float64)
+    means, cell_weights, cell_of_sample = kmeans.coarse_histogram(X, weights, 16.0)
+    assert len(means) < len(X)
+    assert cell_weights.sum() == pytest.approx(weights.sum(), rel=1e-12)
+    np.testing.assert_allclose(cell_weights @ means, weights @ X, rtol=1e-10)
+    np.testing.assert_allclose(np.bincount(cell_of_sample, weights=weights), cell_weights)
+    # Each sample's cell mean lies within the cell's side of it.
+    assert (np.abs(means[cell_of_sample] - X) <= 16.0).all()
 
 
-# ---------------------------------------------------------------- plain Lloyd, polish
-
-@pytest.mark.parametrize("seed", range(3))
-def test_lloyd_without_bounds_takes_the_steps_of_plain_lloyd(seed):
-    # The summary's seedings run without bounds; the steps must be Lloyd's all the same.
-    rng = np.random.default_rng(seed)
-    X = blobs(rng, n_per_blob=150, n_blobs=6, spread=20.0)
-    weights = rng.integers(1, 20, size=len(X)).astype(np.float64)
-    start = X[rng.choice(len(X), 6, replace=False)]
-    expected_centers, expected_labels, expected_history = plain_lloyd(X, weights, start)
-    result = kmeans._lloyd_plain(X, weights, start, 300, 0.0, kmeans._row_norms(X))
-    np.testing.assert_array_equal(result.labels, expected_labels)
-    np.testing.assert_allclose(result.centers, expected_centers, rtol=1e-10, atol=1e-9)
-    assert result.n_iter == len(expected_history)
+def test_coarse_to_fine_ends_at_a_fixed_point_of_lloyd_on_the_exact_data(monkeypatch):
+    sizes = []  # (samples, points the starts ran on)
+    real = kmeans._coarse_data
+    monkeypatch.setattr(kmeans, "_coarse_data", lambda X, *args: sizes.append(
+        (len(X), len(real(X, *args)[0]))) or real(X, *args))
+    pixels = sample_pixels(size=(640, 427))
+    colours, counts, _ = codec.distinct_colours(pixels)
+    X = colours.astype(np.float64)
+    result = kmeans.kmeans(X, 6, sample_weight=counts, n_init=3, rng=np.random.default_rng(4))
+    assert sizes[0][1] < sizes[0][0], "the starts should have run on a coarse histogram"
     assert result.converged
-    direct = float(weights @ ((X - result.centers[result.labels]) ** 2).sum(axis=1))
-    assert result.inertia == pytest.approx(direct, rel=1e-9)
-
-
-def test_objective_from_cluster_totals_is_the_sum_over_samples():
-    # sum w ||x - c||^2 = sum w ||x||^2 - sum_j (2 c_j . s_j - m_j ||c_j||^2), for any centres.
-    rng = np.random.default_rng(4)
-    X = rng.uniform(0, 255, size=(500, 3))
-    weights = rng.integers(0, 6, size=500).astype(np.float64)
-    labels = rng.integers(0, 7, size=500)
-    centers = rng.uniform(0, 255, size=(7, 3))
-    totals = kmeans._ClusterTotals(X, weights, labels, 7)
-    direct = float(weights @ ((X - centers[labels]) ** 2).sum(axis=1))
-    assert totals.objective(centers, float(weights @ (X ** 2).sum(axis=1))) == \
-        pytest.approx(direct, rel=1e-10)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_extrapolated_lloyd_ends_at_a_fixed_point_of_plain_lloyd(seed):
-    # Whatever steps it took, it may stop with tol = 0 only where plain Lloyd would:
-    # every sample on its nearest centre and every centre the mean of its samples.
-    rng = np.random.default_rng(seed)
-    X = blobs(rng, n_per_blob=300, n_blobs=10, spread=25.0)
-    weights = rng.integers(1, 20, size=len(X)).astype(np.float64)
-    start = X[rng.choice(len(X), 8, replace=False)]
-    result = kmeans._lloyd_extrapolated(X, weights, start, 1000, 0.0, kmeans._row_norms(X))
-    assert result.converged
-    centers, labels, history = plain_lloyd(X, weights, result.centers)
+    centers, labels, history = plain_lloyd(X, counts.astype(np.float64), result.centers)
     np.testing.assert_array_equal(labels, result.labels)
     np.testing.assert_allclose(centers, result.centers, rtol=1e-10, atol=1e-9)
     assert len(history) == 1
-    # ... and no higher than where it started.
-    start_objective = float(weights @ ((X[:, None] - start[None]) ** 2).sum(axis=2).min(axis=1))
-    assert result.inertia <= start_objective
-
-
-def test_polish_runs_the_best_start_on_to_a_fixed_point():
-    # Over 20,000 samples (the summary path); a loose tol stops the starts early, and
-    # the polish must carry the best on to where no label changes, lowering the objective.
-    rng = np.random.default_rng(12)
-    X = blobs(rng, n_per_blob=3000, n_blobs=12, spread=30.0)
-    assert len(X) > kmeans._SUMMARY_MIN_SAMPLES
-    rough = kmeans.kmeans(X, 9, n_init=3, tol=1e-2, rng=np.random.default_rng(0))
-    polished = kmeans.kmeans(X, 9, n_init=3, tol=1e-2, polish=True,
-                             rng=np.random.default_rng(0))
-    assert len(plain_lloyd(X, np.ones(len(X)), rough.centers)[2]) > 1  # not a fixed point
-    assert polished.converged
-    assert polished.inertia < rough.inertia
-    centers, labels, history = plain_lloyd(X, np.ones(len(X)), polished.centers)
-    np.testing.assert_array_equal(labels, polished.labels)
-    np.testing.assert_allclose(centers, polished.centers, rtol=1e-10, atol=1e-9)
-    assert len(history) == 1
-
-
-@pytest.mark.parametrize("n_init", [1, 4])
-def test_polish_without_the_summary_ends_at_a_fixed_point(n_init):
-    # Up to 20,000 samples the starts run on the data itself, screened when there are
-    # several; the polished result must still be where plain Lloyd stops.
-    rng = np.random.default_rng(13)
-    X = blobs(rng, n_per_blob=400, n_blobs=10, spread=30.0)
-    weights = rng.integers(1, 9, size=len(X)).astype(np.float64)
-    rough = kmeans.kmeans(X, 7, sample_weight=weights, n_init=n_init, tol=1e-2,
-                          rng=np.random.default_rng(0))
-    polished = kmeans.kmeans(X, 7, sample_weight=weights, n_init=n_init, tol=1e-2,
-                             polish=True, rng=np.random.default_rng(0))
-    assert len(plain_lloyd(X, weights, rough.centers)[2]) > 1  # not a fixed point
-    assert polished.converged
-    assert polished.inertia < rough.inertia
-    centers, labels, history = plain_lloyd(X, weights, polished.centers)
-    np.testing.assert_array_equal(labels, polished.labels)
-    np.testing.assert_allclose(centers, polished.centers, rtol=1e-10, atol=1e-9)
-    assert len(history) == 1
-
-
-def test_polish_of_an_explicit_start_ends_at_a_fixed_point():
-    rng = np.random.default_rng(14)
-    X = blobs(rng, n_per_blob=300, n_blobs=8, spread=30.0)
-    start = X[rng.choice(len(X), 6, replace=False)]
-    rough = kmeans.kmeans(X, 6, init=start, tol=1e-2)
-    assert len(plain_lloyd(X, np.ones(len(X)), rough.centers)[2]) > 1  # not a fixed point
-    polished = kmeans.kmeans(X, 6, init=start, tol=1e-2, polish=True)
-    assert polished.inertia < rough.inertia
-    expected_centers, expected_labels, _ = plain_lloyd(X, np.ones(len(X)), polished.centers)
-    np.testing.assert_array_equal(expected_labels, polished.labels)
-    np.testing.assert_allclose(expected_centers, polished.centers, rtol=1e-10, atol=1e-9)

@@ -7,16 +7,20 @@ input image and the written codebook.
 """
 import contextlib
 import io
+import os
 import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import codec
 import gmm
 import hw2
+import kmeans
 
-ROCKET = "samples/rocket.jpg"
+ROCKET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "samples", "rocket.jpg")
 RESULT_LINE = re.compile(r"Reconstruction error is (\S+)\n")
 
 
@@ -54,6 +58,20 @@ def separated_mixture(rng, n_samples=3000):
     X = np.concatenate([rng.multivariate_normal(m, S, size=c)
                         for m, S, c in zip(means, covariances, counts)])
     return X, weights, means, covariances
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """The distinct colours of the sample photo (float64) and their pixel counts."""
+    pixels = codec.read_image(ROCKET)
+    colours, counts, _ = codec.distinct_colours(pixels.reshape(-1, pixels.shape[-1]))
+    return colours.astype(np.float64), counts
+
+
+@pytest.fixture(scope="module")
+def photo_fit(photo):
+    X, counts = photo
+    return gmm.fit_gmm(X, 32, sample_weight=counts, rng=np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------- the density
@@ -131,16 +149,28 @@ def test_callback_sees_every_entry_of_the_history():
     rng = np.random.default_rng(4)
     X, *_ = separated_mixture(rng, 300)
     seen = []
-    fit = gmm.fit_gmm(X, 3, reg_covar=1e-6, callback=lambda i, ll: seen.append((i, ll)))
-    # Each run (the k-means start's, then any spike's) counts from 0; the history
-    # is exactly one of them.
-    runs = []
-    for i, ll in seen:
-        if i == 0:
-            runs.append([])
-        assert i == len(runs[-1])
-        runs[-1].append((i, ll))
-    assert list(enumerate(fit.log_likelihood)) in runs
+    fit = gmm.fit_gmm(X, 3, reg_covar=1e-6, callback=seen.append)
+    assert all(isinstance(step, kmeans.Progress) for step in seen)
+    # Each EM run on the samples counts from 0; the history is exactly one of them.
+    runs = {}
+    for step in seen:
+        if step.stage == "EM":
+            assert step.iteration == len(runs.setdefault(step.run, []))
+            runs[step.run].append(step.value)
+    assert sorted(runs) == list(range(1, fit.n_runs + 1))
+    assert list(fit.log_likelihood) in runs.values()
+
+
+def test_progress_comes_from_every_stage_on_a_photo(photo):
+    X, counts = photo
+    seen = []
+    gmm.fit_gmm(X, 8, sample_weight=counts, callback=seen.append)
+    stages = [step.stage for step in seen]
+    # The coarse EM comes before the EM on the colours, each from iteration 0.
+    assert "coarse EM" in stages and "EM" in stages
+    assert stages.index("coarse EM") < stages.index("EM")
+    assert [s.iteration for s in seen if s.stage == "coarse EM"][0] == 0
+    assert all(np.isfinite(s.value) for s in seen if s.stage.endswith("EM"))
 
 
 def spiked_cloud(seed, extra):
@@ -176,19 +206,21 @@ def test_a_heavily_repeated_colour_gets_its_own_component(monkeypatch):
     assert fit.log_likelihood[-1] > plain.log_likelihood[-1] + 0.1
 
 
-def test_the_spike_proposal_pools_repeated_samples():
+def test_the_spike_proposal_moves_the_lightest_component_and_pools_copies():
     X, counts, index = spiked_cloud(1, 150)
     share = counts[index] / counts.sum()
     # Two broad components over the cloud, none near the repeated colour.
     covariance = np.cov(X.T, fweights=counts) + gmm.REG_COVAR * np.eye(3)
     covariances = np.stack([covariance, 2.0 * covariance])
-    params = (np.array([0.7, 0.3]), np.array([[128.0, 128.0, 128.0], [120.0, 130.0, 125.0]]),
-              covariances, precision_cholesky_of(covariances))
+    mixture = gmm._Mixture(np.array([0.7, 0.3]),
+                           np.array([[128.0, 128.0, 128.0], [120.0, 130.0, 125.0]]),
+                           covariances, precision_cholesky_of(covariances))
     repeated = np.repeat(X, counts, axis=0)
     proposals = []
     for data, weights in ((X, counts.astype(float)), (repeated, np.ones(len(repeated)))):
-        XT = np.ascontiguousarray(data.T)
-        proposals.append(gmm._spiked(XT, weights, params, gmm.REG_COVAR, gmm._equal_rows(XT)))
+        rows = gmm._sample_rows(data, weights, 2)  # copies are merged here
+        _, _, row_ll = gmm._e_step(rows, mixture)
+        proposals.append(gmm._spiked(rows, gmm._Run(mixture, [], True, row_ll), gmm.REG_COVAR))
     for weighted, copies in zip(*proposals):
         np.testing.assert_allclose(weighted, copies, rtol=1e-12, atol=1e-12)
     mix_weights, means, spiked_covariances, _ = proposals[0]
@@ -198,9 +230,9 @@ def test_the_spike_proposal_pools_repeated_samples():
     np.testing.assert_allclose(mix_weights, np.array([0.7, share]) / (0.7 + share))
     # Repeated only once more, the colour holds too little weight to be worth it.
     X, counts, _ = spiked_cloud(1, 1)
-    XT = np.ascontiguousarray(X.T)
-    assert gmm._spiked(XT, counts.astype(float), params, gmm.REG_COVAR,
-                       gmm._equal_rows(XT)) is None
+    rows = gmm._sample_rows(X, counts.astype(float), 2)
+    _, _, row_ll = gmm._e_step(rows, mixture)
+    assert gmm._spiked(rows, gmm._Run(mixture, [], True, row_ll), gmm.REG_COVAR) is None
 
 
 def test_stops_when_the_change_falls_below_tol():
@@ -233,10 +265,10 @@ def test_weights_act_like_repeated_points():
     rng = np.random.default_rng(7)
     X = rng.integers(0, 256, size=(400, 3)).astype(np.float64)
     weights = rng.integers(0, 5, size=len(X))  # weight 0: the point is absent
-    start = X[np.flatnonzero(weights)[:5]]
     repeated = np.repeat(X, weights, axis=0)
-    a = gmm.fit_gmm(X, 5, sample_weight=weights, init_means=start, tol=0.0, max_iter=25)
-    b = gmm.fit_gmm(repeated, 5, init_means=start, tol=0.0, max_iter=25)
+    a = gmm.fit_gmm(X, 5, sample_weight=weights, tol=0.0, max_iter=25,
+                    rng=np.random.default_rng(0))
+    b = gmm.fit_gmm(repeated, 5, tol=0.0, max_iter=25, rng=np.random.default_rng(0))
     for name in ("weights", "means", "covariances", "precisions_cholesky", "log_likelihood"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-9,
                                    err_msg=name)
@@ -253,6 +285,113 @@ def test_same_seed_gives_identical_arrays():
     for name in ("weights", "means", "covariances", "precisions_cholesky", "log_likelihood"):
         np.testing.assert_array_equal(getattr(runs[0], name), getattr(runs[1], name))
     assert not np.array_equal(runs[0].means, runs[2].means)
+
+
+# ---------------------------------------------------------------- the truncated E-step
+
+def dense_e_step(rows, mixture, log_prob_of):
+    """Responsibilities of every row for every component (zero where left out), row_ll, kept."""
+    resp = np.zeros((len(rows.weights), len(mixture.weights)))
+    row_ll = np.empty(len(rows.weights))
+    kept = np.zeros(resp.shape, dtype=bool)
+    for block, components, block_resp, block_ll in gmm._blockwise(rows, mixture, log_prob_of):
+        resp[block][:, components] = block_resp.T
+        kept[block][:, components] = True
+        row_ll[block] = block_ll
+    return resp, row_ll, kept
+
+
+def random_mixture(rng, n_components, spread):
+    """Components spread over 0..255 colours, from tight (the floor) to broad."""
+    means = rng.uniform(0.0, 255.0, size=(n_components, 3))
+    scales = np.exp(rng.uniform(np.log(gmm.REG_COVAR), np.log(spread), size=n_components))
+    covariances = np.stack([random_covariance(rng, 3, s) for s in scales])
+    weights = rng.dirichlet(np.ones(n_components))
+    return gmm._Mixture(weights, means, covariances, precision_cholesky_of(covariances))
+
+
+def compare_e_steps(rows, mixture):
+    """Assert the truncated E-step gives the plain one's numbers; the share it scored."""
+    full_resp, full_ll, _ = dense_e_step(rows, mixture, gmm._full_log_prob)
+    resp, row_ll, kept = dense_e_step(rows, mixture, gmm._truncated_log_prob)
+    np.testing.assert_allclose(row_ll, full_ll, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(resp, full_resp, rtol=0, atol=1e-9)
+    # The bound: what is left out of a row holds less than MAX_DROPPED of it.
+    assert np.all(np.where(kept, 0.0, full_resp).sum(axis=1) < gmm.MAX_DROPPED)
+    # So is the mean log-likelihood, and the M-step's statistics.
+    full = gmm._e_step(rows, mixture, gmm._full_log_prob)
+    fast = gmm._e_step(rows, mixture, gmm._truncated_log_prob)
+    assert abs(fast[0] - full[0]) < 1e-9
+    np.testing.assert_allclose(fast[1], full[1], rtol=1e-9, atol=1e-9 * np.abs(full[1]).max())
+    return kept.mean()
+
+
+@pytest.mark.parametrize("n_components, spread", [(3, 400.0), (40, 100.0), (300, 30.0)])
+def test_the_truncated_e_step_matches_the_full_one_on_random_mixtures(n_components, spread):
+    rng = np.random.default_rng(n_components)
+    X = np.vstack([rng.uniform(0.0, 255.0, size=(3000, 3)),
+                   np.round(rng.normal(128.0, 40.0, size=(3000, 3)))])
+    weights = rng.integers(1, 50, size=len(X)).astype(float)
+    mixture = random_mixture(rng, n_components, spread)
+    centre = X.mean(axis=0)
+    mixture = mixture._replace(means=mixture.means - centre)
+    share = compare_e_steps(gmm._sample_rows(X - centre, weights, n_components), mixture)
+    if n_components >= 40:  # the test must see components left out
+        assert share < 0.9
+
+
+def test_the_truncated_e_step_matches_the_full_one_on_a_photo(photo, photo_fit):
+    X, counts = photo
+    rows, mixture = gmm._rows_and_mixture(X, counts, photo_fit)
+    assert compare_e_steps(rows, mixture) < 0.9  # some left out
+    # Per pixel, through the public functions.
+    assert abs(gmm.score(X, photo_fit, counts) - photo_fit.log_likelihood[-1]) < 1e-9
+    _, sample_ll = gmm.responsibilities(X, photo_fit)
+    assert abs(counts @ sample_ll / counts.sum() - gmm.score(X, photo_fit, counts)) < 1e-6
+
+
+def test_predict_is_the_most_responsible_component_on_a_photo(photo, photo_fit):
+    X, _ = photo
+    resp, _ = gmm.responsibilities(X, photo_fit)
+    np.testing.assert_array_equal(gmm.predict(X, photo_fit), resp.argmax(axis=1))
+
+
+def test_the_coarse_em_brings_the_exact_em_most_of_the_way(photo):
+    # EM on the histogram's cells hands its weights, means and covariances to
+    # the EM on the colours: on the colours they already score far above the
+    # k-means start they came from (rocket.jpg: by about 0.55 per pixel).
+    X, counts = photo
+    centre = np.average(X, axis=0, weights=counts)
+    rows = gmm._sample_rows(X - centre, counts.astype(float), 16)
+    settings = gmm._Settings(gmm.REG_COVAR, 1e-3, 100, None)
+    start, cells = gmm._hard_start(rows, 16, "k-means++", 10, np.random.default_rng(2), settings)
+    assert len(cells.weights) < len(rows.weights) / 2
+    carried = gmm._em(cells, start, settings, "coarse EM", run=1).mixture
+    ll_start, ll_carried = (gmm._e_step(rows, mixture)[0] for mixture in (start, carried))
+    assert ll_carried > ll_start + 0.2
+
+
+@pytest.mark.parametrize("n_components, n_cells", [(20, 64), (100, 512), (600, None)])
+def test_the_hard_start_takes_the_coarsest_histogram_with_enough_cells(n_components, n_cells):
+    # Every colour of a 16-level cube: 64 cells of side 4, 512 of side 2.  With
+    # more components than either has (or than would halve the rows), the
+    # colours themselves.
+    X = np.stack(np.meshgrid(*[np.arange(16.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    rows = gmm._sample_rows(X - X.mean(axis=0), np.ones(len(X)), n_components)
+    settings = gmm._Settings(gmm.REG_COVAR, 1e-3, 100, None)
+    start, cells = gmm._hard_start(rows, n_components, "k-means++", 10,
+                                   np.random.default_rng(0), settings)
+    assert (cells is None) if n_cells is None else len(cells.weights) == n_cells
+    assert len(start.weights) == n_components and np.all(np.isfinite(start.covariances))
+
+
+def test_init_names_the_seeding_of_the_hard_start():
+    rng = np.random.default_rng(13)
+    X = rng.gamma(2.0, 20.0, size=(3000, 3))
+    fits = [gmm.fit_gmm(X, 6, init=init, rng=np.random.default_rng(0))
+            for init in ("random", "random", "k-means++")]
+    np.testing.assert_array_equal(fits[0].means, fits[1].means)
+    assert not np.allclose(fits[0].means, fits[2].means)
 
 
 # ---------------------------------------------------------------- degenerate data
@@ -277,15 +416,16 @@ def test_a_dead_component_is_reseeded_on_the_worst_explained_sample():
     rng = np.random.default_rng(9)
     X = np.vstack([rng.normal(0.0, 1.0, (50, 2)), rng.normal(20.0, 1.0, (50, 2)),
                    [[200.0, -50.0]]])
-    weights = np.ones(len(X))
-    labels = np.r_[np.zeros(50, int), np.ones(51, int)]  # component 2 gets nothing
-    centre = X.mean(axis=0)
-    XT = np.ascontiguousarray((X - centre).T)
-    stats = gmm._hard_statistics(XT, weights, labels, 3)
-    mix_weights, means_c, covariances, prec_chol = gmm._m_step(XT, weights, stats, 0.5)
-    for array in (mix_weights, means_c, covariances, prec_chol):
+    rows = gmm._sample_rows(X, np.ones(len(X)), 3)
+    points = gmm._points(rows)
+    labels = (points[:, 0] > 10).astype(int)  # component 2 gets nothing
+    stats = np.stack([np.bincount(labels, weights=phi, minlength=3) for phi in rows.phi], axis=1)
+    # The outlier is the row the mixture explains worst.
+    row_ll = -np.linalg.norm(points - [10.0, 10.0], axis=1)
+    mix_weights, means, covariances, prec_chol = gmm._m_step(rows, stats, 0.5, row_ll)
+    for array in (mix_weights, means, covariances, prec_chol):
         assert np.all(np.isfinite(array))
-    np.testing.assert_allclose(means_c[2] + centre, [200.0, -50.0])
+    np.testing.assert_allclose(means[2], [200.0, -50.0])
     np.testing.assert_allclose(covariances[2], 0.5 * np.eye(2))
     assert mix_weights[2] == pytest.approx(1 / 101 / (1 + 1 / 101))
     assert mix_weights.sum() == pytest.approx(1.0)
@@ -297,7 +437,7 @@ def test_a_dead_component_is_reseeded_on_the_worst_explained_sample():
     ({"reg_covar": 0.0}, "reg_covar=0.0"),
     ({"tol": -1.0}, "tol=-1.0"),
     ({"max_iter": 0}, "max_iter=0"),
-    ({"init_means": np.zeros((2, 2))}, r"init_means has shape \(2, 2\)"),
+    ({"init": "kmeans"}, "init='kmeans'"),
 ])
 def test_bad_arguments_are_refused_with_the_value(kwargs, match):
     X = np.arange(18.0).reshape(6, 3)

@@ -46,23 +46,24 @@ def test_two_obvious_groups_in_1d(init, seed):
 
 
 def test_hand_traced_iterations_from_explicit_start():
-    # X = 0, 2, 4, 11 from centres (0, 2), traced by hand:
-    # it 1: labels 0 1 1 1, objective 0 + 0 + 2^2 + 9^2 = 85; update c = (0, 17/3).
-    # it 2: 2 is nearer 0 (2 < 11/3), 4 nearer 17/3 (4 > 5/3): labels 0 0 1 1,
-    #       objective 0 + 4 + (5/3)^2 + (16/3)^2 = 4 + 281/9 = 317/9; update c = (1, 7.5).
-    # it 3: 4 is nearer 1 (3 < 3.5): labels 0 0 0 1, objective 1 + 1 + 9 + 3.5^2 = 23.25;
-    #       update c = (2, 11); the labels no longer change, so the run stops there.
-    # Result: centres (2, 11), labels 0 0 0 1, objective 2^2 + 0 + 2^2 + 0 = 8.
+    # X = 0, 2, 4, 11 from centres (0, 2), traced by hand (objective per sample, / 4):
+    # assign: labels 0 1 1 1.
+    # it 1: update c = (0, 17/3); objective (11/3)^2 + (5/3)^2 + (16/3)^2 = 402/9;
+    #       assign: 2 is nearer 0 (2 < 11/3), 4 nearer 17/3: labels 0 0 1 1.
+    # it 2: update c = (1, 7.5); objective 1 + 1 + 3.5^2 + 3.5^2 = 26.5;
+    #       assign: 4 is nearer 1 (3 < 3.5): labels 0 0 0 1.
+    # it 3: update c = (2, 11); objective 4 + 0 + 4 + 0 = 8; assign: no label changes, stop.
     X = column([0, 2, 4, 11])
     start = column([0, 2])
     seen = []
-    result = kmeans.kmeans(X, 2, init=start, callback=lambda i, obj: seen.append(obj))
+    result = kmeans.kmeans(X, 2, init=start, callback=seen.append)
     np.testing.assert_array_equal(start, column([0, 2]))  # the caller's array is left alone
     np.testing.assert_allclose(result.centers[:, 0], [2.0, 11.0], rtol=1e-12)
     np.testing.assert_array_equal(result.labels, [0, 0, 0, 1])
     assert result.inertia == pytest.approx(8.0, rel=1e-12)
-    assert seen[:3] == pytest.approx([85.0, 317.0 / 9.0, 23.25], rel=1e-12)
-    assert result.converged
+    assert [p.value for p in seen] == pytest.approx([402 / 36, 26.5 / 4, 8 / 4], rel=1e-12)
+    assert [(p.stage, p.iteration) for p in seen] == [("exact", 1), ("exact", 2), ("exact", 3)]
+    assert result.converged and result.n_iter == 3 and result.n_init == 1
 
 
 def test_explicit_start_of_the_wrong_shape_is_refused():
@@ -80,6 +81,11 @@ def test_one_cluster_is_the_weighted_mean():
 
 # ---------------------------------------------------------------- properties
 
+def result_run(seen):
+    """The run the exact stage finished, from the progress seen."""
+    return next(p.run for p in seen if p.stage == "exact")
+
+
 @pytest.mark.parametrize("init", ["k-means++", "random"])
 @pytest.mark.parametrize("seed", range(3))
 def test_objective_never_rises(init, seed):
@@ -87,12 +93,15 @@ def test_objective_never_rises(init, seed):
     X = blobs(rng)
     weights = rng.integers(1, 6, size=len(X))
     seen = []
-    result = kmeans.kmeans(X, 8, sample_weight=weights, init=init, tol=0.0,
-                           rng=np.random.default_rng(seed), callback=lambda i, obj: seen.append(obj))
-    assert len(seen) >= 2
-    steps = np.diff(seen)
-    assert (steps <= 1e-9 * seen[0]).all(), f"the objective rose: {seen}"
-    assert result.inertia <= seen[-1] * (1 + 1e-12)
+    result = kmeans.kmeans(X, 8, sample_weight=weights, init=init, tol=0.0, n_init=3,
+                           rng=np.random.default_rng(seed), callback=seen.append)
+    runs = {(p.stage, p.run) for p in seen if p.stage != "seeding"}
+    assert runs == {("coarse", 1), ("coarse", 2), ("coarse", 3), ("exact", result_run(seen))}
+    for stage, run in runs:
+        values = [p.value for p in seen if (p.stage, p.run) == (stage, run)]
+        assert np.diff(values).max(initial=0.0) <= 1e-12 * values[0], f"the objective rose: {values}"
+    final = [p.value for p in seen if p.stage == "exact"][-1]
+    assert result.inertia / weights.sum() == pytest.approx(final, rel=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -284,3 +293,68 @@ def test_assign_breaks_ties_towards_the_lowest_index():
     labels, d2 = kmeans.assign(column([1, 3]), column([0, 2, 4]))
     np.testing.assert_array_equal(labels, [0, 1])
     np.testing.assert_array_equal(d2, [1.0, 1.0])
+
+
+# ---------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_clusters=0), r"n_clusters=0 "),
+    (dict(n_clusters=7), r"n_clusters=7 .*\(6\)"),
+    (dict(n_clusters=2.5), r"n_clusters=2\.5 "),
+    (dict(init="kmeans++"), r"init='kmeans\+\+' is not one of \['k-means\+\+', 'random'\]"),
+    (dict(init=column([0, 1, 2])), r"init has shape \(3, 1\), expected \(2, 1\)"),
+    (dict(init=column([0, np.nan])), r"init contains NaN"),
+    (dict(sample_weight=[1, 1, -2, 1, 1, 1]), r"-2\.0 at row 2"),
+    (dict(sample_weight=[1, 1, 1, np.inf, 1, 1]), r"inf at row 3"),
+    (dict(sample_weight=[1, 1]), r"sample_weight has shape \(2,\), expected \(6,\)"),
+    (dict(n_init=0), r"n_init=0 "),
+    (dict(n_init="many"), r"n_init='many' "),
+    (dict(max_iter=0), r"max_iter=0 "),
+    (dict(tol=-1.0), r"tol=-1\.0 "),
+])
+def test_bad_arguments_are_refused_with_the_bad_value(kwargs, match):
+    args = dict(n_clusters=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        kmeans.kmeans(column([0, 1, 2, 10, 11, 12]), args.pop("n_clusters"), **args)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_data_is_refused(bad):
+    X = column([0, 1, 2, 10, 11, 12])
+    X[4, 0] = bad
+    with pytest.raises(ValueError, match=rf"X contains {bad} .* at row 4"):
+        kmeans.kmeans(X, 2)
+
+
+def test_all_weights_zero_is_refused():
+    with pytest.raises(ValueError, match=r"positive weight \(0\)"):
+        kmeans.kmeans(column([0, 1]), 1, sample_weight=[0, 0])
+
+
+# ---------------------------------------------------------------- progress and starts
+
+def test_progress_goes_seeding_coarse_exact_with_runs_counted_as_n_init():
+    rng = np.random.default_rng(1)
+    X = blobs(rng, n_per_blob=300)
+    seen = []
+    result = kmeans.kmeans(X, 5, n_init=4, rng=np.random.default_rng(0), callback=seen.append)
+    assert all(isinstance(p, kmeans.Progress) for p in seen)
+    stages = [(p.stage, p.run) for p in seen]
+    # One seeding then one coarse run per start, in order, then the exact finish.
+    starts = [key for i, key in enumerate(stages) if i == 0 or stages[i - 1] != key]
+    assert starts == [(stage, run) for run in range(1, 5) for stage in ("seeding", "coarse")] \
+        + [("exact", result_run(seen))]
+    assert result.n_init == 4 and {p.n_runs for p in seen} == {4}
+    for p in seen:
+        if p.stage == "seeding":
+            assert 1 <= p.iteration < 5 and p.max_iter == 5 and np.isnan(p.value)
+        else:
+            assert 1 <= p.iteration <= p.max_iter and p.value > 0
+    assert [p.iteration for p in seen if p.stage == "exact"][-1] == result.n_iter
+
+
+def test_auto_n_init_tries_several_starts_when_cheap():
+    X = blobs(np.random.default_rng(3))
+    assert kmeans.kmeans(X, 4).n_init > 1
+    assert kmeans.kmeans(X, 4, init=X[:4]).n_init == 1

@@ -487,20 +487,6 @@ def test_verbose_seeding_keeps_its_first_and_last_centre_and_one_line_a_second(m
     assert "iteration 1/300" in lines[-2] and "iteration 2/300" in lines[-1]
 
 
-def test_legacy_callbacks_show_the_mean_squared_distance():
-    # Today's fits call callback(iteration, value), value a sum over pixels for k-means.
-    stream = io.StringIO()
-    report = hw2.Reporter(verbose=True, stream=stream)
-    callback = report.progress_callback("kmeans", n_pixels=8)
-    for iteration in (1, 2, 1):
-        callback(iteration, 100.0)
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 3
-    assert lines[0].startswith("fitting kmeans, Lloyd, iteration 1, ")
-    assert lines[0].endswith("mean sq. distance 12.5")
-    assert "run" not in lines[2]  # which run is not known: no guessed number
-
-
 def test_progress_is_cleared_before_an_error(noise_png, tmp_path, monkeypatch):
     stream = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", stream)
