@@ -660,7 +660,10 @@ def test_stdout_closed_early_exits_1_without_traceback(tmp_path):
             [sys.executable, os.path.join(os.path.dirname(__file__), "..", "hw2.py"),
              "--compress", str(tmp_path / "p.png"), "--clusters", "3",
              "--output", str(tmp_path / "c.npz")],
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+            # Buffered stdout, as in a user's shell: the lost line shows only when hw2
+            # flushes it (PYTHONUNBUFFERED=1 in the environment would hide that).
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
     finally:
         os.close(write_end)
     assert done.returncode == 1
