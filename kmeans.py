@@ -68,6 +68,13 @@ _MIN_CELLS = 10_000
 # _MAX_STARTS.  At k=20 on the noisy photo, 10 starts ended 0.4% lower than 3.
 _START_BUDGET = 5_000_000
 _MAX_STARTS = 10
+# Every start runs to _SCREEN_TOL times tol; the _SCREEN_KEEP lowest go on to tol.  At
+# k=20 on the small photos this keeps the start that wins at tol (the objectives over
+# scikit-learn's stay 1.0027, 0.9972, 0.9971, 0.9995) with 196, 246, 101, 141 Lloyd
+# iterations on the grid instead of 265, 368, 218, 327; keeping only one start ended
+# chelsea 0.04% higher; screening on a 2,000-cell grid instead, rocket 1.2% higher.
+_SCREEN_TOL = 10
+_SCREEN_KEEP = 2
 # The finish on the exact data stops after as many iterations as fit in
 # _FINISH_PAIRS sample-centre pairs (at least _FINISH_MIN_ITER) even while a few
 # labels still change: Lloyd's tail is long and nearly flat.  At k=256 on the noisy
@@ -285,8 +292,11 @@ def _coarse_data(X, weights, n_clusters):
 
 
 def _best_of_starts(points, weights, offset, n_clusters, seed, n_init, max_iter, tol_abs, rng,
-                report):
+                    report):
     """Seed and run Lloyd ``n_init`` times on ``points``; the start with the lowest objective.
+
+    Every start runs to ``_SCREEN_TOL`` times ``tol_abs``; only the
+    ``_SCREEN_KEEP`` lowest of them go on to ``tol_abs``.
 
     Returns
     -------
@@ -294,13 +304,20 @@ def _best_of_starts(points, weights, offset, n_clusters, seed, n_init, max_iter,
         Its number, from 1.
     centers : ndarray of shape (n_clusters, n_features)
     """
-    best, best_run = None, 0
+    screened = []
     for run in range(1, n_init + 1):
         report.stage("seeding", run, n_init, n_clusters)
         centers = seed(points, n_clusters, weights, rng, report)
         report.stage("coarse", run, n_init, max_iter, offset)
         result = _lloyd(points, weights, centers, _assign_step(points, n_clusters), max_iter,
-                        tol_abs, report)
+                        tol_abs * _SCREEN_TOL, report)
+        screened.append((result.inertia, run, result))
+    best, best_run = None, 0
+    for _, run, result in sorted(screened, key=lambda s: s[:2])[:_SCREEN_KEEP]:
+        if result.n_iter < max_iter and tol_abs < tol_abs * _SCREEN_TOL:
+            report.stage("coarse", run, n_init, max_iter - result.n_iter, offset)
+            result = _lloyd(points, weights, result.centers, _assign_step(points, n_clusters),
+                            max_iter - result.n_iter, tol_abs, report)
         if best is None or result.inertia < best.inertia:
             best, best_run = result, run
     return best_run, best.centers
