@@ -11,7 +11,8 @@ The file reads top to bottom as the textbook does:
 1. :func:`kmeans` checks its input and runs the two phases: several
    k-means++ starts (:func:`kmeans_plusplus`) each followed by Lloyd's
    algorithm on a *coarse* weighted histogram of the data
-   (:func:`coarse_histogram`), where starts are cheap; then the best start
+   (:func:`coarse_histogram`), where starts are cheap (all run to a loose
+   tolerance, the best two on to the full one); then the best start
    is finished by Lloyd's algorithm on the *exact* data, until no label
    changes (a fixed point) or a budget of iterations runs out.
 2. :func:`_lloyd` is Lloyd's algorithm: update step (:class:`_UpdateStep`,
@@ -198,7 +199,8 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
            max_iter=300, tol=1e-4, rng=None, callback=None):
     """Cluster ``X`` into ``n_clusters`` groups: k-means++ starts, then Lloyd's algorithm.
 
-    Coarse to fine: each start is seeded and run to ``tol`` on a coarse
+    Coarse to fine: each start is seeded and run (to ``_SCREEN_TOL * tol``,
+    the ``_SCREEN_KEEP`` best on to ``tol``) on a coarse
     weighted histogram of ``X`` (the weighted means of the occupied cells of
     a grid, see :func:`coarse_histogram`), or on ``X`` itself when no grid
     suits.  The start with the lowest objective is then finished on ``X``
