@@ -316,7 +316,7 @@ def _best_of_starts(points, weights, offset, n_clusters, seed, n_init, max_iter,
         screened.append((result.inertia, run, result))
     best, best_run = None, 0
     for _, run, result in sorted(screened, key=lambda s: s[:2])[:_SCREEN_KEEP]:
-        if result.n_iter < max_iter and tol_abs < tol_abs * _SCREEN_TOL:
+        if result.n_iter < max_iter:  # (at a fixed point already: one more assign step)
             report.stage("coarse", run, n_init, max_iter - result.n_iter, offset)
             result = _lloyd(points, weights, result.centers, _assign_step(points, n_clusters),
                             max_iter - result.n_iter, tol_abs, report)
