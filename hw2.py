@@ -10,14 +10,24 @@ arrays, decoded by ``means[assignments].reshape(img_shape)``.  It prints
 ``Reconstruction error is <float>``, the mean Euclidean distance between each
 pixel and its cluster's mean.
 """
-import time
+import os
+
+# One BLAS thread, set before NumPy loads its BLAS (a caller's own setting wins).  Our
+# products are thin (colours x 3 features x k): a second thread mostly spins.  Measured
+# end to end on 2 cores, one thread / default, median wall (CPU) time ratios: 0.3 MP
+# photos (rocket, chelsea; k=20, 256; kmeans, mixture) 0.96-1.07 (0.51-0.67); the
+# 10.7 MP noisy photo 0.92 and 0.89 (0.76, 0.79) for kmeans at k=20, 256, 0.78 and
+# 0.91 (0.78, 0.73) for the mixture.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import time  # noqa: E402  (after the BLAS setting, like every import below)
 
 _IMPORTED = time.monotonic()  # before the imports below: the summary's time includes them
 
 import argparse
 import contextlib
 import difflib
-import os
 import re
 import shutil
 import signal
