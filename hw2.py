@@ -441,9 +441,14 @@ def print_result(line):
 
 def _silence_stdout():
     """Point stdout at /dev/null, so that Python's flush at exit cannot fail again."""
+    _silence(sys.stdout)
+
+
+def _silence(stream):
+    """Point ``stream``'s file descriptor at /dev/null (what it still buffers goes there)."""
     with contextlib.suppress(Exception):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
 
 
@@ -665,9 +670,10 @@ def process_start():
         ran = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):
         ran = 0.0
-    # At most a minute before the import: a process that imports hw2 late (an
-    # interactive session) did not spend its life starting up.
-    return _IMPORTED - min(max(ran - (time.monotonic() - _IMPORTED), 0.0), 60.0)
+    # At most a second before the import: Python starts in well under that, and a longer
+    # life is not start-up (bash runs the last command of `a && b` in its own process,
+    # so a pip install before it would count; an interactive session imports hw2 late).
+    return _IMPORTED - min(max(ran - (time.monotonic() - _IMPORTED), 0.0), 1.0)
 
 
 class Terminated(BaseException):
@@ -736,9 +742,11 @@ class _Discard:
 
 def _say(stream, line):
     """Write one line on ``stream``, whatever state it is in."""
-    with contextlib.suppress(OSError, ValueError):
+    try:
         stream.write(line + "\n")
         stream.flush()
+    except (OSError, ValueError):
+        _silence(stream)
 
 
 def _isatty(stream):
@@ -870,10 +878,13 @@ class Reporter:
         return status
 
     def _write(self, text):
-        # A full or closed stderr must not turn into an error of its own.
-        with contextlib.suppress(OSError, ValueError):
+        # A full or closed stderr must not turn into an error of its own, now or when
+        # Python flushes what is still buffered at exit (that would be status 120).
+        try:
             self.stream.write(text)
             self.stream.flush()
+        except (OSError, ValueError):
+            _silence(self.stream)
 
 
 def progress_fields(model, progress, seconds):
