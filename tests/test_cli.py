@@ -447,10 +447,10 @@ def test_signal_during_the_write_removes_the_partial_file(mode, signum, status, 
         deadline = time.monotonic() + 30
         while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert ready.exists(), child.communicate(timeout=10)
+        assert ready.exists(), child.communicate(timeout=60)
         assert any(name.startswith(".hw2-") for name in os.listdir(tmp_path))  # in progress
         child.send_signal(signum)
-        stdout, stderr = child.communicate(timeout=10)
+        stdout, stderr = child.communicate(timeout=60)
     finally:
         child.kill()
     assert child.returncode == status

@@ -340,11 +340,17 @@ def test_progress_goes_seeding_coarse_exact_with_runs_counted_as_n_init():
     seen = []
     result = kmeans.kmeans(X, 5, n_init=4, rng=np.random.default_rng(0), callback=seen.append)
     assert all(isinstance(p, kmeans.Progress) for p in seen)
-    stages = [(p.stage, p.run) for p in seen]
-    # One seeding then one coarse run per start, in order, then the exact finish.
-    starts = [key for i, key in enumerate(stages) if i == 0 or stages[i - 1] != key]
-    assert starts == [(stage, run) for run in range(1, 5) for stage in ("seeding", "coarse")] \
-        + [("exact", result_run(seen))]
+    # One seeding then one coarse run per start, in order; the few best starts go on
+    # (coarse again, each once), the winner among them is finished exactly.  A stage
+    # starts where the stage or run changes or the iterations count again from 1.
+    starts = [(p.stage, p.run) for i, p in enumerate(seen)
+              if i == 0 or (seen[i - 1].stage, seen[i - 1].run) != (p.stage, p.run)
+              or p.iteration <= seen[i - 1].iteration]
+    assert starts[:8] == [(stage, run) for run in range(1, 5) for stage in ("seeding", "coarse")]
+    assert starts[-1] == ("exact", result_run(seen))
+    resumed = starts[8:-1]
+    assert 1 <= len(resumed) <= kmeans._SCREEN_KEEP and {stage for stage, _ in resumed} == {"coarse"}
+    assert len({run for _, run in resumed}) == len(resumed) and starts[-1][1] in {r for _, r in resumed}
     assert result.n_init == 4 and {p.n_runs for p in seen} == {4}
     for p in seen:
         if p.stage == "seeding":
