@@ -144,23 +144,26 @@ def test_reconstruction_error_of_a_hand_example():
     assert error == pytest.approx(5.0 / 3.0, rel=1e-15)
 
 
+# A mean and the byte it must decode to, worked out by hand: below 0 and above 255 clip;
+# halves round to the even neighbour (0.5 -> 0, 1.5 -> 2, 2.5 -> 2, 254.5 -> 254).
+MEAN_TO_BYTE = [(-40.0, 0), (-0.5, 0), (0.5, 0), (1.5, 2), (2.5, 2), (100.49, 100),
+                (127.5, 128), (254.5, 254), (255.4, 255), (300.0, 255)]
+
+
 @pytest.mark.parametrize("img_shape", [(4, 6), (4, 6, 2), (4, 6, 3), (4, 6, 4)])
-def test_decode_is_clipped_rounded_means(img_shape):
-    rng = np.random.default_rng(len(img_shape))
+def test_decode_rounds_and_clips_each_mean(img_shape):
     n_channels = img_shape[2] if len(img_shape) == 3 else 1
-    # Means below 0, above 255 and on .5 (rint rounds half to even: 0.5 -> 0, 2.5 -> 2).
-    means = rng.uniform(-40, 300, size=(9, n_channels))
-    means[0] = 0.5
-    means[1] = 2.5
-    means[2] = 254.5
-    means[3] = -0.5
-    assignments = rng.integers(0, 9, size=img_shape[0] * img_shape[1]).astype(np.uint8)
-    assignments[:4] = [0, 1, 2, 3]
+    values = np.array([mean for mean, _ in MEAN_TO_BYTE])
+    bytes_ = np.array([byte for _, byte in MEAN_TO_BYTE], dtype=np.uint8)
+    # Channel c of mean i is table entry (i + 3c) mod 10, so channels differ.
+    rows = (np.arange(10)[:, None] + 3 * np.arange(n_channels)) % 10
+    means, expected_colours = values[rows], bytes_[rows]
+    assignments = (np.arange(24) * 7 % 10).astype(np.uint8)  # every mean is used
     pixels = codec.decode(assignments, means, img_shape)
-    expected = np.clip(np.rint(means[assignments].reshape(img_shape)), 0, 255).astype(np.uint8)
-    assert pixels.dtype == np.uint8
-    np.testing.assert_array_equal(pixels, expected)
-    assert pixels.shape == img_shape
+    assert pixels.dtype == np.uint8 and pixels.shape == img_shape
+    flat = pixels.reshape(24, n_channels)
+    for pixel, label in zip(flat, assignments):
+        np.testing.assert_array_equal(pixel, expected_colours[label])
 
 
 def test_decode_hand_values():
@@ -201,7 +204,9 @@ def test_write_image_composites_alpha_on_white_for_jpeg(tmp_path):
 def test_read_image_keeps_grey_and_alpha(tmp_path, mode, channels):
     shape = (5, 8) if channels is None else (5, 8, channels)
     pixels = np.random.default_rng(7).integers(0, 256, size=shape, dtype=np.uint8)
-    path = save(tmp_path, "in.png", Image.fromarray(pixels, mode=mode))
+    image = Image.fromarray(pixels)
+    assert image.mode == mode
+    path = save(tmp_path, "in.png", image)
     got = codec.read_image(path)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, pixels)  # L stays 2-D; alpha is the last channel

@@ -7,7 +7,9 @@ beside the output, and an existing ``--output`` file byte-for-byte unchanged.
 """
 import builtins
 import io
+import math
 import os
+import shutil
 import zipfile
 import zlib
 
@@ -19,7 +21,9 @@ import codec
 import hw2
 import kmeans
 
-PILLOW_LIMIT = 89_478_485  # Pillow's documented default Image.MAX_IMAGE_PIXELS
+# The limit hw2.py must apply: whatever Pillow's decompression-bomb guard is set to
+# (89,478,485 pixels by default). Read once, before any test patches it.
+LIMIT = Image.MAX_IMAGE_PIXELS
 OLD_BYTES = b"the user's precious file\n"
 
 
@@ -319,17 +323,18 @@ def png_declaring_size(path, width, height):
     return path
 
 
-@pytest.mark.parametrize("width, height", [
-    (10_000, 10_000),   # 1.1 times the limit: Pillow alone would only warn
-    (20_000, 20_000),   # 4.5 times: Pillow raises
+@pytest.mark.parametrize("times", [
+    1.1,   # between one and two times the limit: Pillow alone would only warn
+    4.5,   # over twice the limit: Pillow raises
 ])
-def test_decompression_bomb_is_refused_and_the_limit_named(width, height, tmp_path,
-                                                           old_output, capsys):
-    assert Image.MAX_IMAGE_PIXELS == PILLOW_LIMIT
-    bomb = png_declaring_size(tmp_path / "bomb.png", width, height)
+def test_decompression_bomb_is_refused_and_the_limit_named(times, tmp_path, old_output,
+                                                           capsys):
+    side = math.isqrt(int(LIMIT * times))
+    assert LIMIT < side * side < 2 * LIMIT if times < 2 else side * side > 2 * LIMIT
+    bomb = png_declaring_size(tmp_path / "bomb.png", side, side)
     out = old_output("c.npz")
     assert_failed(*run(capsys, "--compress", bomb, "--output", out), 1,
-                  bomb, f"{width * height:,} pixels", "limit of 89,478,485 pixels",
+                  bomb, f"{side * side:,} pixels", f"limit of {LIMIT:,} pixels",
                   output=out)
 
 
@@ -412,7 +417,7 @@ def test_bad_labels(labels, words, tmp_path, old_output, capsys):
     ([-3, -4, 3], ["has a size below 1"]),
     ([0, 4, 3], ["has a size below 1"]),
     ([3, 4, 0], ["has a size below 1"]),
-    ([2 ** 20, 2 ** 20, 3], ["1,099,511,627,776 pixels", "limit of 89,478,485"]),
+    ([2 ** 20, 2 ** 20, 3], ["1,099,511,627,776 pixels", f"limit of {LIMIT:,}"]),
     ([46_341, 46_341, 3], ["more than the limit"]),   # just over 2**31 pixels
     ([12], ["img_shape should be 2 or 3 integers"]),
     ([1, 3, 4, 3], ["img_shape should be 2 or 3 integers"]),
@@ -506,7 +511,7 @@ FOUR_BILLION = 4_000_000_000
     ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, FOUR_BILLION + 128, (3, 4, 3),
      ["img_shape (3, 4, 3) is 12 pixels but there are 4,000,000,000 assignments"]),
     ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, FOUR_BILLION + 128,
-     (40_000, 100_000, 3), ["4,000,000,000 pixels", "limit of 89,478,485"]),
+     (40_000, 100_000, 3), ["4,000,000,000 pixels", f"limit of {LIMIT:,}"]),
     # Four billion labels in the header, 128 bytes in the directory: a lie.
     ({"assignments.npy": npy_header_only((FOUR_BILLION,))}, None, (3, 4, 3),
      ["assignments unzips to 128 bytes", "needs 4,000,000,128"]),
@@ -592,16 +597,30 @@ def test_failed_codebook_write_leaves_no_trace(failure, status, message, photo, 
     assert sorted(p.name for p in out.parent.iterdir()) == ["c.npz", "photo.png"]
 
 
+def fail_saving(monkeypatch, fail, tmp_path, pixels, ext):
+    """Make Pillow's ``save`` call ``fail(handle)``, once codec has written ``pixels``.
+
+    codec asks Pillow once per format and mode whether it can write them and
+    remembers the answer; writing the same kind of image first, with the real
+    ``save``, keeps that answer true, so later tests do not inherit this failure.
+    """
+    warm_up = tmp_path / "warm-up"
+    warm_up.mkdir()
+    codec.write_image(str(warm_up / f"image{ext}"), pixels)
+    shutil.rmtree(warm_up)
+    monkeypatch.setattr(Image.Image, "save", lambda image, fp, *args, **kwargs: fail(fp))
+
+
 @pytest.mark.parametrize("failure, status", [(KeyboardInterrupt, 130), (MemoryError, 1)])
 def test_failed_image_write_leaves_no_trace(failure, status, tmp_path, old_output,
                                             monkeypatch, capsys):
     book = save_npz(tmp_path / "c.npz", **good_arrays())
     out = old_output("back.png")
 
-    def half_saved(image, handle, *args, **kwargs):
+    def half_saved(handle):
         handle.write(b"\x89PNG partial")
         raise failure
-    monkeypatch.setattr(Image.Image, "save", half_saved)
+    fail_saving(monkeypatch, half_saved, tmp_path, np.zeros((3, 4, 3), np.uint8), ".png")
     result_status, stdout, err = run(capsys, "--decompress", book, "--output", out)
     assert result_status == status and stdout == "" and len(err.splitlines()) == 1
     assert out.read_bytes() == OLD_BYTES
@@ -641,7 +660,10 @@ def test_stdout_closed_early_exits_1_without_traceback(tmp_path):
             [sys.executable, os.path.join(os.path.dirname(__file__), "..", "hw2.py"),
              "--compress", str(tmp_path / "p.png"), "--clusters", "3",
              "--output", str(tmp_path / "c.npz")],
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+            # Buffered stdout, as in a user's shell: the lost line shows only when hw2
+            # flushes it (PYTHONUNBUFFERED=1 in the environment would hide that).
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
     finally:
         os.close(write_end)
     assert done.returncode == 1
@@ -653,11 +675,12 @@ def test_stdout_closed_early_exits_1_without_traceback(tmp_path):
 def test_a_full_disk_is_reported_as_such_not_as_a_format_problem(tmp_path, monkeypatch):
     import errno
 
-    def full_disk(self, fp, *args, **kwargs):
+    def full_disk(handle):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", full_disk)
+    pixels = np.zeros((4, 4), dtype=np.uint8)
+    fail_saving(monkeypatch, full_disk, tmp_path, pixels, ".png")
     with pytest.raises(codec.CodecError, match="No space left on device") as caught:
-        codec.write_image(str(tmp_path / "out.png"), np.zeros((4, 4), dtype=np.uint8))
+        codec.write_image(str(tmp_path / "out.png"), pixels)
     assert "Pillow cannot write" not in str(caught.value)
     assert os.listdir(tmp_path) == []

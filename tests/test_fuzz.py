@@ -7,6 +7,7 @@ line; ``main`` must never raise, and the file already at ``--output`` must
 survive every failed run byte for byte, with no temporary file left over.
 """
 import io
+import re
 
 import numpy as np
 import pytest
@@ -65,7 +66,9 @@ def check_codebook_output(source, out, stdout):
     with np.load(out, allow_pickle=False) as data:
         recon = data["means"][data["assignments"]].reshape(tuple(data["img_shape"]))
     assert recon.shape == expected.shape
-    error = float(stdout.removeprefix("Reconstruction error is "))
+    match = re.fullmatch(r"Reconstruction error is (\S+)", stdout)
+    assert match, stdout
+    error = float(match.group(1))
     truth = np.sqrt(((expected - recon) ** 2).sum(axis=2)).mean()
     assert error == pytest.approx(truth, rel=1e-9, abs=1e-9)
 

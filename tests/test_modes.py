@@ -1,8 +1,10 @@
 """Every image mode, every EXIF orientation, degenerate images, and foreign codebooks.
 
 The expected pixels of each test image are derived from the arrays it is
-built from, by the rules of README "How images are read" (and
-``pixels_as_read`` in the grader's contract check), not from the program.
+built from, by the rules of docs/images.md ("How images are read") and the
+published conversion formulas (CMYK with no black ink is 255 - CMY; YCbCr
+with neutral chroma is grey R = G = B = Y), never from the program or from
+Pillow's conversions.
 """
 import io
 import re
@@ -10,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 import codec
 import hw2
@@ -81,17 +83,23 @@ def mode_CMYK():
     # With K = 0 a pixel is (255 - C, 255 - M, 255 - Y); with K = 255 it is black.
     cmy = np.dstack([X * 30, Y * 40, (X + Y) * 9]).astype(np.uint8)
     black = np.where(X == 3, 255, 0).astype(np.uint8)
-    image = Image.fromarray(np.dstack([cmy, black]), mode="CMYK")
+    image = Image.frombytes("CMYK", (W, H), np.dstack([cmy, black]).tobytes())
     expected = np.where(black[..., None] == 255, 0, 255 - cmy).astype(np.uint8)
     return image, ".tif", {}, expected
 
 
-def mode_YCbCr():
-    # Neutral chroma (Cb = Cr = 128) makes R = G = B = Y.
+def ycbcr_image():
+    """A YCbCr image of neutral chroma (Cb = Cr = 128), which makes R = G = B = Y."""
     luma = (X * 30 + Y * 5).astype(np.uint8)
-    image = Image.fromarray(np.dstack([luma, np.full_like(luma, 128), np.full_like(luma, 128)]),
-                            mode="YCbCr")
-    return image, ".tif", {}, np.dstack([luma] * 3)
+    ycbcr = np.dstack([luma, np.full_like(luma, 128), np.full_like(luma, 128)])
+    image = Image.frombytes("YCbCr", (W, H), ycbcr.tobytes())
+    return image, np.dstack([luma] * 3)
+
+
+def mode_YCbCr():
+    # LZW-compressed: every Pillow from 9.4 on decodes it (an uncompressed one, only 13+).
+    image, expected = ycbcr_image()
+    return image, ".tif", {"compression": "tiff_lzw"}, expected
 
 
 def mode_I16():
@@ -121,26 +129,19 @@ def make_image(tmp_path, name):
     path = tmp_path / f"mode{ext}"
     image.save(path, **options)
     with Image.open(path) as reread:  # the file really holds the mode under test
-        assert reread.mode == name.split("+")[0]
+        if name == "YCbCr":
+            # Pillow hands a compressed YCbCr TIFF over already turned to RGB; the file's
+            # PhotometricInterpretation tag (262) says what it holds, and 6 is YCbCr.
+            assert reread.tag_v2[262] == 6
+        elif name == "I;16":
+            # Pillow before 10.3 opens a 16-bit grey PNG as 32-bit "I"; the PNG header
+            # says what the file holds: bit depth 16 (byte 24), colour type 0, grey (byte 25).
+            header = path.read_bytes()[:26]
+            assert header[12:16] == b"IHDR" and header[24] == 16 and header[25] == 0
+        else:
+            assert reread.mode == name.split("+")[0]
         assert ("transparency" in reread.info) == name.endswith("+transparency")
     return path, expected
-
-
-def pixels_as_read(path):
-    """The grader's definition (../shared/contract_check.py), restated independently."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode.startswith("I;16"):
-            return np.rint(np.asarray(im).astype(np.float64) / 257.0).astype(np.uint8)
-        if im.mode in ("L", "LA", "RGB", "RGBA"):
-            keep = im.mode
-        elif im.mode == "PA" or (im.mode == "P" and "transparency" in im.info):
-            keep = "RGBA"
-        elif im.mode in ("1", "I", "F"):
-            keep = "L"
-        else:
-            keep = "RGB"
-        return np.asarray(im.convert(keep))
 
 
 # --- running the CLI ------------------------------------------------------------------
@@ -198,7 +199,6 @@ def check_round_trip(capsys, tmp_path, image, expected, model, clusters):
 @pytest.mark.parametrize("name", sorted(MODES))
 def test_mode_is_read_as_the_contract_defines(name, tmp_path, capsys):
     path, expected = make_image(tmp_path, name)
-    np.testing.assert_array_equal(pixels_as_read(path), expected)
     np.testing.assert_array_equal(codec.read_image(str(path)), expected)
     # With a cluster per colour the codebook is the image itself.
     error = compress(capsys, path, tmp_path / "c.npz", "--clusters", str(hw2.MAX_CLUSTERS))
@@ -214,6 +214,25 @@ def test_mode_through_each_model_and_back(name, model, tmp_path, capsys):
     clusters = max(1, min(3, n_colours - 1))  # fewer than the colours: the model runs
     recon, error = check_round_trip(capsys, tmp_path, path, expected, model, clusters)
     assert error > 0
+
+
+def test_uncompressed_ycbcr_tiff_is_read_right_or_refused_cleanly(tmp_path, capsys):
+    # Pillow 13 opens an uncompressed YCbCr TIFF as mode YCbCr, which hw2 turns to RGB;
+    # older Pillow cannot decode one, and hw2 must then say so in one line.
+    image, expected = ycbcr_image()
+    path = tmp_path / "raw.tif"
+    image.save(path, compression="raw")
+    status = hw2.main(["--compress", str(path), "--output", str(tmp_path / "c.npz"), "-q",
+                       "--clusters", str(hw2.MAX_CLUSTERS)])
+    captured = capsys.readouterr()
+    if status == 0:
+        assert captured.out == "Reconstruction error is 0.0\n"
+        np.testing.assert_array_equal(rebuilt(tmp_path / "c.npz"), expected)
+    else:
+        assert status == 1 and captured.out == ""
+        assert captured.err.startswith(f"hw2: error: {path}: cannot decode the image")
+        assert len(captured.err.splitlines()) == 1
+        assert not (tmp_path / "c.npz").exists()
 
 
 # --- EXIF orientation -------------------------------------------------------------------
