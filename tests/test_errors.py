@@ -19,7 +19,6 @@ from PIL import Image, ImageFile
 
 import codec
 import hw2
-import kmeans
 
 # The limit hw2.py must apply: whatever Pillow's decompression-bomb guard is set to
 # (89,478,485 pixels by default). Read once, before any test patches it.
@@ -187,21 +186,6 @@ def test_unreadable_codebook(tmp_path, old_output, forbid_reading, capsys):
     forbid_reading(book)
     assert_failed(*run(capsys, "--decompress", book, "--output", out), 1,
                   book, "permission denied", output=out)
-
-
-@pytest.fixture
-def spy_work(monkeypatch):
-    """Record whether an input file was read or a model fitted."""
-    calls = []
-    for module, name in ((codec, "read_image"), (codec, "read_codebook"),
-                         (kmeans, "kmeans")):
-        real = getattr(module, name)
-
-        def spy(*args, _real=real, _name=name, **kwargs):
-            calls.append(_name)
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(module, name, spy)
-    return calls
 
 
 @pytest.mark.parametrize("mode", ["--compress", "--decompress"])

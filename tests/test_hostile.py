@@ -24,7 +24,6 @@ from PIL import Image, PngImagePlugin, features
 
 import codec
 import hw2
-import kmeans
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HW2 = os.path.join(HERE, "..", "hw2.py")
@@ -82,21 +81,6 @@ def codebook(path, pixels):
     means, labels = np.unique(flat, axis=0, return_inverse=True)
     return save_npz(path, assignments=labels.reshape(-1).astype(np.uint16),
                     means=means.astype(np.float64), img_shape=np.array(pixels.shape))
-
-
-@pytest.fixture
-def spy_work(monkeypatch):
-    """Record whether an input file was read or a model fitted."""
-    calls = []
-    for module, name in ((codec, "read_image"), (codec, "read_codebook"),
-                         (kmeans, "kmeans")):
-        real = getattr(module, name)
-
-        def spy(*args, _real=real, _name=name, **kwargs):
-            calls.append(_name)
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(module, name, spy)
-    return calls
 
 
 def png_chunk(kind, data):
