@@ -29,16 +29,6 @@ OLD_BYTES = b"the user's precious file\n"
 # --- helpers ------------------------------------------------------------------
 
 @pytest.fixture
-def photo(tmp_path):
-    """A 12x10 RGB image with 120 distinct colours."""
-    y, x = np.mgrid[0:10, 0:12]
-    pixels = np.dstack([x * 20, y * 25, (x * y) % 256]).astype(np.uint8)
-    path = tmp_path / "photo.png"
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-@pytest.fixture
 def old_output(tmp_path):
     """Factory: an existing file at an output path, which no failed run may touch."""
     def make(name):

@@ -35,16 +35,6 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mknod, mount)")
 
 # --- helpers ------------------------------------------------------------------
 
-@pytest.fixture
-def photo(tmp_path):
-    """A 12x10 RGB image with 120 distinct colours."""
-    y, x = np.mgrid[0:10, 0:12]
-    pixels = np.dstack([x * 20, y * 25, (x * y) % 256]).astype(np.uint8)
-    path = tmp_path / "photo.png"
-    Image.fromarray(pixels).save(path)
-    return path
-
-
 def run(capsys, *argv):
     status = hw2.main([str(arg) for arg in argv])
     out, err = capsys.readouterr()
