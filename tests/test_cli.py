@@ -425,6 +425,17 @@ SLOW_WRITE = textwrap.dedent("""
 
 
 
+def default_signal_handlers():
+    """In the child: the signals under test act as in a terminal's foreground job.
+
+    A shell starts a background job (``cmd &``) with SIGINT ignored, and an ignored
+    signal stays ignored in its children: this test would then hang when its own
+    run was started that way.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum, status, line", [
     (signal.SIGTERM, 143, "hw2: terminated (SIGTERM); no output written"),
     (signal.SIGHUP, 129, "hw2: terminated (SIGHUP); no output written"),
@@ -442,7 +453,8 @@ def test_signal_during_the_write_removes_the_partial_file(mode, signum, status, 
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_WRITE, HW2, str(ready), mode, str(source),
          "--output", str(output)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signal_handlers)
     try:
         deadline = time.monotonic() + 30
         while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
