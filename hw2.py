@@ -657,6 +657,12 @@ def terminal_columns(stream):
 
 # ---------------------------------------------------------------- time, signals, streams
 
+# Python itself starts in some 0.02-0.1 s before hw2's first line; a longer life before
+# the import is not start-up: bash runs the last command of `a && b` in its own process
+# (the Quick start's pip install counted, 10 s), and an interactive session imports late.
+_MAX_START_UP = 0.25
+
+
 def process_start():
     """The ``time.monotonic()`` value at which this process started.
 
@@ -670,10 +676,8 @@ def process_start():
         ran = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):
         ran = 0.0
-    # At most a second before the import: Python starts in well under that, and a longer
-    # life is not start-up (bash runs the last command of `a && b` in its own process,
-    # so a pip install before it would count; an interactive session imports hw2 late).
-    return _IMPORTED - min(max(ran - (time.monotonic() - _IMPORTED), 0.0), 1.0)
+    return _IMPORTED - min(max(ran - (time.monotonic() - _IMPORTED), 0.0), _MAX_START_UP)
+
 
 
 class Terminated(BaseException):
