@@ -457,7 +457,9 @@ def _em(rows, mixture, settings, stage, run):
     """
     work = len(rows.weights) * len(mixture.weights)
     max_iter = int(np.clip(_EM_WORK // work, _MIN_EM_ITER, settings.max_iter))
-    n_runs = 1 + _MAX_SPIKES if stage == "EM" else 1
+    # How many runs EM makes is known only at the end (a spike may or may not pay):
+    # each reports its own number and no total.
+    n_runs = 1
     history = []
     for n_iter in range(max_iter + 1):
         mean_ll, stats, row_ll = _e_step(rows, mixture)

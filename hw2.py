@@ -909,6 +909,8 @@ def progress_fields(model, progress, seconds):
     stage = progress.stage
     if progress.n_runs > 1:
         stage += f" {progress.run}/{progress.n_runs}"
+    elif progress.run > 1:  # a run whose total is not known yet (the mixture's spikes)
+        stage += f" run {progress.run}"
     if progress.stage == "seeding":
         step = f"{progress.iteration}/{progress.max_iter} centres"
     else:

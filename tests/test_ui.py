@@ -607,3 +607,11 @@ def test_summary_lines_stay_single_lines_whatever_the_file_names(noise_png, tmp_
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(line.startswith("hw2: ") for line in lines)
     assert any("c\\nd.npz" in line for line in lines)
+
+
+def test_a_run_with_no_known_total_shows_its_number_alone():
+    # The mixture cannot say how many EM runs it will make (a spike may or may not pay):
+    # its second run reads "EM run 2", never "EM 2/4" or a bare "EM".
+    first = hw2.progress_fields("mixture", kmeans.Progress("EM", 1, 1, 3, 100, -10.0), 1.0)
+    second = hw2.progress_fields("mixture", kmeans.Progress("EM", 2, 1, 3, 100, -10.0), 1.0)
+    assert first[1] == "EM" and second[1] == "EM run 2"
