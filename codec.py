@@ -978,6 +978,28 @@ def read_codebook(path):
         raise CodecError(f"{path}: not a readable .npz codebook ({exc})") from None
 
 
+def looks_like_codebook(path):
+    """Whether the regular file at ``path`` starts like a zip archive, as codebooks do."""
+    try:
+        if not os.path.isfile(path):
+            return False
+        with open(path, "rb") as handle:
+            return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    except OSError:
+        return False
+
+
+def looks_like_image(path):
+    """Whether Pillow recognises the regular file at ``path`` as an image (header only)."""
+    try:
+        if not os.path.isfile(path):
+            return False  # a FIFO or device could block or never end
+        with Image.open(path):
+            return True
+    except Exception:  # a probe: whatever Pillow raises means "not an image"
+        return False
+
+
 def _not_a_zip(path, exc):
     """Why zipfile refused ``path``: damage, or a file of another kind."""
     try:

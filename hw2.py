@@ -371,9 +371,10 @@ def compress(args, report):
     for line in compress_summary(args, labels, len(means), fit, n_starts,
                                  report.seconds(), in_size, out_size):
         report.summary(line)
-    if _image_extension(args.output):
+    image_format = _image_extension(args.output)
+    if image_format:
         report.note(f"note: {args.output} holds an npz codebook, not a "
-                    f"{_image_extension(args.output)} image, whatever its extension")
+                    f"{image_format} image, whatever its extension")
     if in_size and out_size and out_size > in_size:
         report.note(f"note: the codebook is larger than the input image "
                     f"({percent(out_size / in_size)} of its size)")
@@ -385,7 +386,7 @@ def _read_image(path, report):
     try:
         pixels = codec.read_image(path, notes=notes)
     except codec.CodecError as exc:
-        if _looks_like_zip(path):
+        if codec.looks_like_codebook(path):
             raise codec.CodecError(f"{exc}; it is a zip archive, as codebooks are: "
                                    f"did you mean --decompress {path}?") from None
         raise
@@ -518,7 +519,7 @@ def decompress(args, report):
         codec.check_output_path(args.output, input_path=args.decompress)
         assignments, means, img_shape = codec.read_codebook(args.decompress)
     except codec.CodecError as exc:
-        if _looks_like_image(args.decompress):
+        if codec.looks_like_image(args.decompress):
             raise codec.CodecError(f"{exc}; {args.decompress} is an image: "
                                    f"did you mean --compress {args.decompress}?") from None
         raise
@@ -564,29 +565,6 @@ def _image_extension(path):
         return codec.image_format_for(path)
     except codec.CodecError:
         return None
-
-
-def _looks_like_zip(path):
-    """Whether the regular file at ``path`` starts like a zip archive (an npz codebook)."""
-    try:
-        if not os.path.isfile(path):
-            return False
-        with open(path, "rb") as handle:
-            return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-    except OSError:
-        return False
-
-
-def _looks_like_image(path):
-    """Whether Pillow recognises the regular file at ``path`` as an image (header only)."""
-    from PIL import Image
-    try:
-        if not os.path.isfile(path):
-            return False  # a FIFO or device could block or never end
-        with Image.open(path):
-            return True
-    except Exception:  # a probe: whatever Pillow raises means "not an image"
-        return False
 
 
 def plural(n, noun):
