@@ -33,13 +33,13 @@ MAX_DROPPED = 1e-10
 MAX_COMPONENTS = 8192
 # Products this small run on one BLAS thread, faster on busy cores (table "_BLOCK_MULADDS").
 _BLOCK_MULADDS = 1 << 18
-# Rows per block, / sqrt(n_components), clipped: tight boxes or less Python (same table name).
+# Rows per block (/ sqrt(k), clipped): tight boxes vs less Python (table "_BLOCK_ROWS_AT_ONE").
 _BLOCK_ROWS_AT_ONE = 8192
 _MIN_BLOCK_ROWS = 128
 _MAX_BLOCK_ROWS = 4096
-# A component below this share of the weight (1e-6 pixel of a 1000 MP image) is re-seeded.
+# Below this share of the weight (1e-6 pixel of a 1000 MP image) a component is re-seeded.
 _MIN_SHARE = 1e-15
-# Nats below the best bound that _log_prob_fast scores first; only speed depends on it.
+# Nats below the best bound scored first; only speed depends on it (table "_FIRST_GUESS").
 _FIRST_GUESS = 40.0
 # Heuristic: cell sides of the coarse start's histogram, coarsest first (table "_COARSE_WIDTHS").
 _COARSE_WIDTHS = (4, 2)
@@ -125,10 +125,8 @@ def fit_gmm(X, n_components, *, sample_weight=None, init="k-means++", reg_covar=
     settings = _Settings(reg_covar, tol, max_iter, callback)
     start = _coarse_start(exact, n_components, init, init_iter, rng, settings)
     run, n_runs = _with_spikes(exact, _em(exact, start, settings, "EM", run=1), settings)
-    best = run.mixture
-    return GMMResult(best.weights, best.means + centre, best.covariances,
-                     best.precisions_cholesky, np.array(run.history), len(run.history) - 1,
-                     run.converged, n_runs)
+    best = run.mixture._replace(means=run.mixture.means + centre)
+    return GMMResult(*best, np.array(run.history), len(run.history) - 1, run.converged, n_runs)
 
 
 def predict(X, fit):
@@ -419,8 +417,7 @@ def _rows_and_mixture(X, sample_weight, fit):
     """Rows of checked ``X`` and the fitted mixture, both centred on ``X``'s mean."""
     X, weights = kmeans.check_data(X, sample_weight)
     centre = X.mean(axis=0)
-    mixture = _Mixture(fit.weights, fit.means - centre, fit.covariances,
-                       fit.precisions_cholesky)
+    mixture = _Mixture(*fit[:4])._replace(means=fit.means - centre)
     return _sample_rows(X - centre, weights, len(fit.weights)), mixture
 
 
