@@ -129,29 +129,6 @@ def fit_gmm(X, n_components, *, sample_weight=None, init="k-means++", reg_covar=
     return GMMResult(*best, np.array(run.history), len(run.history) - 1, run.converged, n_runs)
 
 
-def predict(X, fit):
-    """The most responsible component of each sample, shape (n_samples,), intp."""
-    rows, mixture = _rows_and_mixture(X, None, fit)
-    labels = np.empty(len(rows.weights), dtype=np.intp)
-    for block, kept, log_prob in _log_prob_fast(rows, mixture):
-        labels[block] = kept[log_prob.argmax(axis=0)]
-    return labels[rows.of_sample]
-
-
-def score(X, fit, sample_weight=None):
-    """Mean log-likelihood per unit of sample weight (per pixel), a float."""
-    return _e_step(*_rows_and_mixture(X, sample_weight, fit))[0]
-
-
-def responsibilities(X, fit):
-    """``r_ij`` (n_samples, n_components), ``log p(x_i)`` (n_samples,): plain, for small data."""
-    rows, mixture = _rows_and_mixture(X, None, fit)
-    [(_, _, log_prob)] = _log_prob(rows, mixture)
-    row_ll = np.logaddexp.reduce(log_prob, axis=0)
-    resp = np.exp(log_prob - row_ll)
-    return resp.T[rows.of_sample], row_ll[rows.of_sample]
-
-
 def _em(rows, mixture, settings, stage, run):
     """EM from ``mixture``: E-step, stop test, M-step; a _Run, its history from ``mixture``."""
     work = len(rows.weights) * len(mixture.weights)
@@ -221,6 +198,31 @@ def _log_prob(rows, mixture):
     log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
     constant = np.log(mixture.weights) + log_det - 0.5 * n_features * np.log(2 * np.pi)
     yield slice(None), np.arange(len(prec_chol)), constant[:, None] - 0.5 * (z ** 2).sum(axis=2)
+
+
+# ---------------------------------------------------------------- the fitted mixture, applied
+
+def predict(X, fit):
+    """The most responsible component of each sample, shape (n_samples,), intp."""
+    rows, mixture = _rows_and_mixture(X, None, fit)
+    labels = np.empty(len(rows.weights), dtype=np.intp)
+    for block, kept, log_prob in _log_prob_fast(rows, mixture):
+        labels[block] = kept[log_prob.argmax(axis=0)]
+    return labels[rows.of_sample]
+
+
+def score(X, fit, sample_weight=None):
+    """Mean log-likelihood per unit of sample weight (per pixel), a float."""
+    return _e_step(*_rows_and_mixture(X, sample_weight, fit))[0]
+
+
+def responsibilities(X, fit):
+    """``r_ij`` (n_samples, n_components), ``log p(x_i)`` (n_samples,): plain, for small data."""
+    rows, mixture = _rows_and_mixture(X, None, fit)
+    [(_, _, log_prob)] = _log_prob(rows, mixture)
+    row_ll = np.logaddexp.reduce(log_prob, axis=0)
+    resp = np.exp(log_prob - row_ll)
+    return resp.T[rows.of_sample], row_ll[rows.of_sample]
 
 
 # ---------------------------------------------------------------- speed-ups
