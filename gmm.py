@@ -43,7 +43,7 @@ _MIN_SHARE = 1e-15
 _FIRST_GUESS = 40.0
 # Heuristic: cell sides of the coarse start's histogram, coarsest first (table "_COARSE_WIDTHS").
 _COARSE_WIDTHS = (4, 2)
-# Heuristic: the least gain of a spike, far above tol, and spikes a fit (table "_SPIKE_MIN_GAIN").
+# Heuristic: a spike must gain this much (>> tol), _MAX_SPIKES a fit (table "_SPIKE_MIN_GAIN").
 _SPIKE_MIN_GAIN = 0.05
 _MAX_SPIKES = 3
 # Heuristic: EM iterations <= _EM_WORK / (n_rows * k): at large k EM creeps (table "_EM_WORK").

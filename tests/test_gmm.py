@@ -1,5 +1,6 @@
-"""The Gaussian mixture: its log density, EM's guarantees, recovery, weights, seeds,
-and degenerate images through the command line.
+"""The Gaussian mixture: its E-step against the textbook (and the fast scoring against the
+plain one), EM's guarantees, recovery, weights, seeds, and degenerate images through the
+command line.
 
 Expected values are computed here from textbook formulas (``np.linalg.inv`` and
 ``slogdet`` are fine in a test), from the data's own construction, or from the
