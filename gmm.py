@@ -194,7 +194,7 @@ def _log_prob(rows, mixture):
     """
     prec_chol = mixture.precisions_cholesky
     n_features = prec_chol.shape[-1]
-    z = np.einsum("jia,jab->jib", _points(rows)[None] - mixture.means[:, None], prec_chol)
+    z = (_points(rows)[None] - mixture.means[:, None]) @ prec_chol       # P_j^T (x_i - mu_j)
     log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
     constant = np.log(mixture.weights) + log_det - 0.5 * n_features * np.log(2 * np.pi)
     yield slice(None), np.arange(len(prec_chol)), constant[:, None] - 0.5 * (z ** 2).sum(axis=2)
