@@ -1,5 +1,6 @@
-"""The Gaussian mixture: its log density, EM's guarantees, recovery, weights, seeds,
-and degenerate images through the command line.
+"""The Gaussian mixture: its E-step against the textbook (and the fast scoring against the
+plain one), EM's guarantees, recovery, weights, seeds, and degenerate images through the
+command line.
 
 Expected values are computed here from textbook formulas (``np.linalg.inv`` and
 ``slogdet`` are fine in a test), from the data's own construction, or from the
@@ -49,6 +50,20 @@ def log_sum_exp(a, axis):
     return (peak + np.log(np.exp(a - peak).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
+def mixture_of(weights, means, covariances):
+    """A gmm.GMMResult holding the given parameters (no history), for the public functions."""
+    weights, means, covariances = (np.asarray(a, dtype=np.float64)
+                                   for a in (weights, means, covariances))
+    return gmm.GMMResult(weights, means, covariances, precision_cholesky_of(covariances),
+                         np.zeros(1), 0, True, 1)
+
+
+def direct_log_prob(X, fit):
+    """log w_j + log N(x_i | mu_j, S_j), shape (n_samples, n_components), from the textbook."""
+    return np.log(fit.weights) + np.column_stack(
+        [direct_log_density(X, m, S) for m, S in zip(fit.means, fit.covariances)])
+
+
 def separated_mixture(rng, n_samples=3000):
     """Three well separated 3-D Gaussians with known weights, means and covariances."""
     weights = np.array([0.5, 0.3, 0.2])
@@ -74,61 +89,146 @@ def photo_fit(photo):
     return gmm.fit_gmm(X, 32, sample_weight=counts, rng=np.random.default_rng(0))
 
 
-# ---------------------------------------------------------------- the density
+# ---------------------------------------------------------------- the E-step
+
+def test_a_hand_worked_two_component_case():
+    # 1-D: w = (1/4, 3/4), means 0 and 2, unit variances.  At x = 1 both densities are
+    # exp(-1/2) / sqrt(2 pi), so r = w and p(1) = exp(-1/2) / sqrt(2 pi).  At x = 0 the
+    # second density is exp(-2) times the first, at x = 2 the first is exp(-2) times the second.
+    fit = mixture_of([0.25, 0.75], [[0.0], [2.0]], [[[1.0]], [[1.0]]])
+    X = np.array([[1.0], [0.0], [2.0]])
+    resp, sample_ll = gmm.responsibilities(X, fit)
+    e = np.exp(-2.0)
+    r0, r2 = 0.25 / (0.25 + 0.75 * e), 0.25 * e / (0.25 * e + 0.75)
+    np.testing.assert_allclose(resp, [[0.25, 0.75], [r0, 1 - r0], [r2, 1 - r2]], rtol=1e-12)
+    half_log_2pi = 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(sample_ll[0], -0.5 - half_log_2pi, rtol=1e-12)
+    np.testing.assert_allclose(sample_ll[1], np.log(0.25 + 0.75 * np.exp(-2.0)) - half_log_2pi,
+                               rtol=1e-12)
+    np.testing.assert_array_equal(gmm.predict(X, fit), [1, 0, 1])
+    # Weighted 2, 1, 1: the mean of the per-sample log-likelihoods with those weights.
+    assert gmm.score(X, fit, [2, 1, 1]) == pytest.approx(
+        (2 * sample_ll[0] + sample_ll[1] + sample_ll[2]) / 4, rel=1e-12)
+
 
 @pytest.mark.parametrize("n_features", [1, 2, 3, 4])
-def test_log_density_matches_the_direct_formula(n_features):
+def test_responsibilities_follow_the_textbook_formula(n_features):
     rng = np.random.default_rng(n_features)
-    means = rng.normal(scale=5.0, size=(4, n_features))
     covariances = np.stack([random_covariance(rng, n_features) for _ in range(4)])
+    fit = mixture_of(rng.dirichlet(np.ones(4)), rng.normal(scale=5.0, size=(4, n_features)),
+                     covariances)
     X = rng.normal(scale=6.0, size=(300, n_features))
-    got = gmm.log_density(X, means, precision_cholesky_of(covariances))
-    expected = np.column_stack([direct_log_density(X, m, S)
-                                for m, S in zip(means, covariances)])
-    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+    resp, sample_ll = gmm.responsibilities(X, fit)
+    log_prob = direct_log_prob(X, fit)
+    np.testing.assert_allclose(sample_ll, log_sum_exp(log_prob, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(resp, np.exp(log_prob - sample_ll[:, None]), atol=1e-12)
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=1e-12)
 
 
-@pytest.mark.parametrize("n_features", [1, 2, 3, 4])
-def test_precision_cholesky_is_upper_triangular_and_inverts_the_covariance(n_features):
-    rng = np.random.default_rng(20 + n_features)
-    covariances = np.stack([random_covariance(rng, n_features) for _ in range(5)])
-    P = gmm._precision_cholesky(covariances)
-    assert np.all(np.tril(P, -1) == 0) and np.all(np.diagonal(P, axis1=1, axis2=2) > 0)
-    np.testing.assert_allclose(P @ np.swapaxes(P, 1, 2), np.linalg.inv(covariances),
-                               rtol=1e-10, atol=1e-10)
-
-
-def test_log_density_is_accurate_for_tight_components_on_pixel_values():
-    # Components at the floor reg_covar, far from the data's centre, on 0..255 values:
-    # the worst case for the expanded quadratic form.
-    rng = np.random.default_rng(11)
-    X = rng.integers(0, 256, size=(500, 3)).astype(np.float64)
-    means = np.array([[0.0, 0.0, 0.0], [255.0, 255.0, 255.0], X[0]])
-    covariances = np.stack([gmm.REG_COVAR * np.eye(3)] * 2 + [random_covariance(rng, 3, 50.0)])
-    got = gmm.log_density(X, means, precision_cholesky_of(covariances))
-    expected = np.column_stack([direct_log_density(X, m, S)
-                                for m, S in zip(means, covariances)])
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-8)
-
-
-def test_responsibilities_are_the_normalised_weighted_densities():
+def test_responsibilities_stay_finite_far_from_every_component():
     rng = np.random.default_rng(2)
     X, *_ = separated_mixture(rng, 600)
     fit = gmm.fit_gmm(X, 3, reg_covar=1e-6, rng=np.random.default_rng(0))
     # A sample far from everything, whose densities all underflow in exp().
     X = np.vstack([X, [[1e4, -1e4, 1e4]]])
     resp, sample_ll = gmm.responsibilities(X, fit)
-    log_prob = np.log(fit.weights) + np.column_stack(
-        [direct_log_density(X, m, S) for m, S in zip(fit.means, fit.covariances)])
+    log_prob = direct_log_prob(X, fit)
     assert np.all(np.isfinite(resp)) and np.all(resp >= 0)
     np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(sample_ll, log_sum_exp(log_prob, axis=1), rtol=1e-9)
     np.testing.assert_allclose(resp, np.exp(log_prob - sample_ll[:, None]), atol=1e-9)
-    # The label is the most responsible component.
     np.testing.assert_array_equal(gmm.predict(X, fit), resp.argmax(axis=1))
 
 
+def random_mixture(rng, n_components, spread):
+    """Components spread over 0..255 colours, from tight (the floor) to broad."""
+    scales = np.exp(rng.uniform(np.log(gmm.REG_COVAR), np.log(spread), size=n_components))
+    return mixture_of(rng.dirichlet(np.ones(n_components)),
+                      rng.uniform(0.0, 255.0, size=(n_components, 3)),
+                      np.stack([random_covariance(rng, 3, s) for s in scales]))
+
+
+def dense(rows, mixture, log_prob_of):
+    """Every row's responsibilities (zero where left out) and log-likelihood, and what was kept."""
+    log_prob = np.full((len(rows.weights), len(mixture.weights)), -np.inf)
+    for block, kept, block_log_prob in log_prob_of(rows, mixture):
+        log_prob[block][:, kept] = block_log_prob.T
+    row_ll = log_sum_exp(log_prob, axis=1)
+    return np.exp(log_prob - row_ll[:, None]), row_ll, np.isfinite(log_prob)
+
+
+def assert_fast_is_plain(X, weights, fit):
+    """_log_prob_fast gives _log_prob's numbers; returns the share of components it scored."""
+    rows, mixture = gmm._rows_and_mixture(X, weights, fit)
+    plain_resp, plain_ll, _ = dense(rows, mixture, gmm._log_prob)
+    resp, row_ll, kept = dense(rows, mixture, gmm._log_prob_fast)
+    np.testing.assert_allclose(row_ll, plain_ll, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(resp, plain_resp, rtol=0, atol=1e-9)
+    # The bound: what is left out of a row holds less than MAX_DROPPED of it.
+    assert np.all(np.where(kept, 0.0, plain_resp).sum(axis=1) < gmm.MAX_DROPPED)
+    # The E-step's mean log-likelihood and the M-step's sums, either way.
+    plain, fast = gmm._e_step(rows, mixture, gmm._log_prob), gmm._e_step(rows, mixture)
+    assert abs(fast[0] - plain[0]) < 1e-9
+    np.testing.assert_allclose(fast[1], plain[1], rtol=1e-9, atol=1e-9 * np.abs(plain[1]).max())
+    np.testing.assert_allclose(fast[2], plain[2], rtol=0, atol=1e-9)
+    # Through the public functions: score and predict by the fast way, responsibilities plain.
+    sample_resp, sample_ll = gmm.responsibilities(X, fit)
+    assert abs(gmm.score(X, fit, weights) - weights @ sample_ll / weights.sum()) < 1e-9
+    np.testing.assert_array_equal(gmm.predict(X, fit), sample_resp.argmax(axis=1))
+    return kept.mean()
+
+
+@pytest.mark.parametrize("n_components, spread", [(3, 400.0), (40, 100.0), (300, 30.0)])
+def test_the_fast_scoring_is_the_plain_one_on_random_mixtures(n_components, spread):
+    rng = np.random.default_rng(n_components)
+    X = np.vstack([rng.uniform(0.0, 255.0, size=(3000, 3)),
+                   np.round(rng.normal(128.0, 40.0, size=(3000, 3)))])
+    weights = rng.integers(1, 50, size=len(X)).astype(float)
+    share = assert_fast_is_plain(X, weights, random_mixture(rng, n_components, spread))
+    if n_components >= 40:  # the test must see components left out
+        assert share < 0.9
+
+
+def test_the_fast_scoring_is_the_plain_one_on_a_photo(photo, photo_fit):
+    X, counts = photo
+    assert assert_fast_is_plain(X, counts.astype(float), photo_fit) < 0.9  # some left out
+    # The last entry of the history belongs to the returned parameters.
+    assert abs(gmm.score(X, photo_fit, counts) - photo_fit.log_likelihood[-1]) < 1e-9
+
+
+def test_tight_components_far_from_the_centre_are_scored_accurately():
+    # Components at the floor reg_covar in the corners of the 0..255 cube: the worst case
+    # for the fast scoring's expanded quadratic form.
+    rng = np.random.default_rng(11)
+    X = rng.integers(0, 256, size=(500, 3)).astype(np.float64)
+    X[:2] = [[0.0, 0.0, 1.0], [255.0, 254.0, 255.0]]
+    fit = mixture_of([0.3, 0.3, 0.4], [[0.0, 0.0, 0.0], [255.0, 255.0, 255.0], X[5]],
+                     [gmm.REG_COVAR * np.eye(3)] * 2 + [random_covariance(rng, 3, 50.0)])
+    assert_fast_is_plain(X, np.ones(len(X)), fit)
+    log_prob = direct_log_prob(X, fit)
+    expected = log_sum_exp(log_prob, axis=1).mean()
+    assert gmm.score(X, fit) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
 # ---------------------------------------------------------------- EM
+
+def test_one_component_is_the_weighted_mean_and_covariance():
+    # With k = 1 every responsibility is 1: the M-step gives the weighted mean and the
+    # weighted (biased) covariance plus the floor, whatever the start; the next E-step
+    # then moves nothing, and the log-likelihood is the Gaussian's at those parameters.
+    rng = np.random.default_rng(14)
+    X = rng.gamma(2.0, 20.0, size=(500, 3))
+    weights = rng.integers(1, 5, size=len(X)).astype(float)
+    fit = gmm.fit_gmm(X, 1, sample_weight=weights, reg_covar=0.5)
+    mean = weights @ X / weights.sum()
+    covariance = np.cov(X.T, aweights=weights, bias=True) + 0.5 * np.eye(3)
+    np.testing.assert_allclose(fit.weights, [1.0])
+    np.testing.assert_allclose(fit.means[0], mean, rtol=1e-10)
+    np.testing.assert_allclose(fit.covariances[0], covariance, rtol=1e-9)
+    expected = weights @ direct_log_density(X, mean, covariance) / weights.sum()
+    assert fit.log_likelihood[-1] == pytest.approx(expected, rel=1e-10)
+    assert fit.converged
+
 
 def test_log_likelihood_never_decreases():
     # Overlapping clusters keep EM busy for every one of the 60 iterations.
@@ -173,6 +273,17 @@ def test_progress_comes_from_every_stage_on_a_photo(photo):
     assert all(np.isfinite(s.value) for s in seen if s.stage.endswith("EM"))
 
 
+@pytest.mark.parametrize("n_components, coarse", [(20, True), (100, False)])
+def test_the_coarse_em_runs_only_on_enough_cells(n_components, coarse):
+    # Every colour of an 8-level cube: 8 cells of side 4, 64 of side 2.  With more
+    # components than either grid has cells, EM starts on the colours themselves.
+    X = np.stack(np.meshgrid(*[np.arange(8.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    seen = []
+    fit = gmm.fit_gmm(X, n_components, max_iter=3, callback=seen.append)
+    assert ("coarse EM" in {step.stage for step in seen}) == coarse
+    assert np.all(np.isfinite(fit.covariances)) and len(fit.weights) == n_components
+
+
 def spiked_cloud(seed, extra):
     """A broad cloud of integer colours, and (100, 140, 120) repeated ``extra`` more times.
 
@@ -187,10 +298,12 @@ def spiked_cloud(seed, extra):
     return X, counts, index
 
 
-def test_a_heavily_repeated_colour_gets_its_own_component(monkeypatch):
+def test_a_heavily_repeated_colour_gets_its_own_component():
     X, counts, index = spiked_cloud(0, 150)
     share = counts[index] / counts.sum()
-    fit = gmm.fit_gmm(X, 3, sample_weight=counts, rng=np.random.default_rng(0))
+    seen = []
+    fit = gmm.fit_gmm(X, 3, sample_weight=counts, rng=np.random.default_rng(0),
+                      callback=seen.append)
     nearest = int(np.argmin(np.linalg.norm(fit.means - X[index], axis=1)))
     # A component collapsed onto one colour: that colour as mean, the floor as
     # covariance, the colour's share of the pixels as weight.
@@ -199,40 +312,15 @@ def test_a_heavily_repeated_colour_gets_its_own_component(monkeypatch):
     assert fit.weights[nearest] == pytest.approx(share, abs=0.002)
     assert np.all(np.diff(fit.log_likelihood) >= 0)
     assert gmm.score(X, fit, counts) == pytest.approx(fit.log_likelihood[-1], rel=1e-12)
-    # Plain EM from the same start stops on the plateau, far lower.
-    monkeypatch.setattr(gmm, "_MAX_SPIKES", 0)
-    plain = gmm.fit_gmm(X, 3, sample_weight=counts, rng=np.random.default_rng(0))
-    assert plain.converged
-    assert fit.log_likelihood[-1] > plain.log_likelihood[-1] + 0.1
+    # The first EM run, from the coarse start, converged on a plateau far lower.
+    first = [step for step in seen if step.stage == "EM" and step.run == 1]
+    assert fit.n_runs >= 2 and first[-1].iteration < first[-1].max_iter
+    assert fit.log_likelihood[-1] > first[-1].value + 0.1
 
 
-def test_the_spike_proposal_moves_the_lightest_component_and_pools_copies():
-    X, counts, index = spiked_cloud(1, 150)
-    share = counts[index] / counts.sum()
-    # Two broad components over the cloud, none near the repeated colour.
-    covariance = np.cov(X.T, fweights=counts) + gmm.REG_COVAR * np.eye(3)
-    covariances = np.stack([covariance, 2.0 * covariance])
-    mixture = gmm._Mixture(np.array([0.7, 0.3]),
-                           np.array([[128.0, 128.0, 128.0], [120.0, 130.0, 125.0]]),
-                           covariances, precision_cholesky_of(covariances))
-    repeated = np.repeat(X, counts, axis=0)
-    proposals = []
-    for data, weights in ((X, counts.astype(float)), (repeated, np.ones(len(repeated)))):
-        rows = gmm._sample_rows(data, weights, 2)  # copies are merged here
-        _, _, row_ll = gmm._e_step(rows, mixture)
-        proposals.append(gmm._spiked(rows, gmm._Run(mixture, [], True, row_ll), gmm.REG_COVAR))
-    for weighted, copies in zip(*proposals):
-        np.testing.assert_allclose(weighted, copies, rtol=1e-12, atol=1e-12)
-    mix_weights, means, spiked_covariances, _ = proposals[0]
-    # The lighter component moves onto the colour with the colour's share.
-    np.testing.assert_allclose(means, [[128.0, 128.0, 128.0], X[index]])
-    np.testing.assert_allclose(spiked_covariances[1], gmm.REG_COVAR * np.eye(3))
-    np.testing.assert_allclose(mix_weights, np.array([0.7, share]) / (0.7 + share))
-    # Repeated only once more, the colour holds too little weight to be worth it.
+def test_a_colour_repeated_a_little_gets_no_spike():
     X, counts, _ = spiked_cloud(1, 1)
-    rows = gmm._sample_rows(X, counts.astype(float), 2)
-    _, _, row_ll = gmm._e_step(rows, mixture)
-    assert gmm._spiked(rows, gmm._Run(mixture, [], True, row_ll), gmm.REG_COVAR) is None
+    assert gmm.fit_gmm(X, 2, sample_weight=counts, rng=np.random.default_rng(0)).n_runs == 1
 
 
 def test_stops_when_the_change_falls_below_tol():
@@ -259,6 +347,11 @@ def test_recovers_a_well_separated_mixture():
     np.testing.assert_allclose(fit.weights[order], weights, atol=0.03)
     for j, S in zip(order, covariances):
         assert np.linalg.norm(fit.covariances[j] - S) < 0.2 * np.linalg.norm(S)
+    # The precision factors: upper-triangular, P P^T the inverse of each covariance.
+    P = fit.precisions_cholesky
+    assert np.all(np.tril(P, -1) == 0) and np.all(np.diagonal(P, axis1=1, axis2=2) > 0)
+    np.testing.assert_allclose(P @ np.swapaxes(P, 1, 2), np.linalg.inv(fit.covariances),
+                               rtol=1e-8)
 
 
 def test_weights_act_like_repeated_points():
@@ -287,105 +380,7 @@ def test_same_seed_gives_identical_arrays():
     assert not np.array_equal(runs[0].means, runs[2].means)
 
 
-# ---------------------------------------------------------------- the truncated E-step
-
-def dense_e_step(rows, mixture, log_prob_of):
-    """Responsibilities of every row for every component (zero where left out), row_ll, kept."""
-    resp = np.zeros((len(rows.weights), len(mixture.weights)))
-    row_ll = np.empty(len(rows.weights))
-    kept = np.zeros(resp.shape, dtype=bool)
-    for block, components, block_resp, block_ll in gmm._blockwise(rows, mixture, log_prob_of):
-        resp[block][:, components] = block_resp.T
-        kept[block][:, components] = True
-        row_ll[block] = block_ll
-    return resp, row_ll, kept
-
-
-def random_mixture(rng, n_components, spread):
-    """Components spread over 0..255 colours, from tight (the floor) to broad."""
-    means = rng.uniform(0.0, 255.0, size=(n_components, 3))
-    scales = np.exp(rng.uniform(np.log(gmm.REG_COVAR), np.log(spread), size=n_components))
-    covariances = np.stack([random_covariance(rng, 3, s) for s in scales])
-    weights = rng.dirichlet(np.ones(n_components))
-    return gmm._Mixture(weights, means, covariances, precision_cholesky_of(covariances))
-
-
-def compare_e_steps(rows, mixture):
-    """Assert the truncated E-step gives the plain one's numbers; the share it scored."""
-    full_resp, full_ll, _ = dense_e_step(rows, mixture, gmm._full_log_prob)
-    resp, row_ll, kept = dense_e_step(rows, mixture, gmm._truncated_log_prob)
-    np.testing.assert_allclose(row_ll, full_ll, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(resp, full_resp, rtol=0, atol=1e-9)
-    # The bound: what is left out of a row holds less than MAX_DROPPED of it.
-    assert np.all(np.where(kept, 0.0, full_resp).sum(axis=1) < gmm.MAX_DROPPED)
-    # So is the mean log-likelihood, and the M-step's statistics.
-    full = gmm._e_step(rows, mixture, gmm._full_log_prob)
-    fast = gmm._e_step(rows, mixture, gmm._truncated_log_prob)
-    assert abs(fast[0] - full[0]) < 1e-9
-    np.testing.assert_allclose(fast[1], full[1], rtol=1e-9, atol=1e-9 * np.abs(full[1]).max())
-    return kept.mean()
-
-
-@pytest.mark.parametrize("n_components, spread", [(3, 400.0), (40, 100.0), (300, 30.0)])
-def test_the_truncated_e_step_matches_the_full_one_on_random_mixtures(n_components, spread):
-    rng = np.random.default_rng(n_components)
-    X = np.vstack([rng.uniform(0.0, 255.0, size=(3000, 3)),
-                   np.round(rng.normal(128.0, 40.0, size=(3000, 3)))])
-    weights = rng.integers(1, 50, size=len(X)).astype(float)
-    mixture = random_mixture(rng, n_components, spread)
-    centre = X.mean(axis=0)
-    mixture = mixture._replace(means=mixture.means - centre)
-    share = compare_e_steps(gmm._sample_rows(X - centre, weights, n_components), mixture)
-    if n_components >= 40:  # the test must see components left out
-        assert share < 0.9
-
-
-def test_the_truncated_e_step_matches_the_full_one_on_a_photo(photo, photo_fit):
-    X, counts = photo
-    rows, mixture = gmm._rows_and_mixture(X, counts, photo_fit)
-    assert compare_e_steps(rows, mixture) < 0.9  # some left out
-    # Per pixel, through the public functions.
-    assert abs(gmm.score(X, photo_fit, counts) - photo_fit.log_likelihood[-1]) < 1e-9
-    _, sample_ll = gmm.responsibilities(X, photo_fit)
-    assert abs(counts @ sample_ll / counts.sum() - gmm.score(X, photo_fit, counts)) < 1e-6
-
-
-def test_predict_is_the_most_responsible_component_on_a_photo(photo, photo_fit):
-    X, _ = photo
-    resp, _ = gmm.responsibilities(X, photo_fit)
-    np.testing.assert_array_equal(gmm.predict(X, photo_fit), resp.argmax(axis=1))
-
-
-def test_the_coarse_em_brings_the_exact_em_most_of_the_way(photo):
-    # EM on the histogram's cells hands its weights, means and covariances to
-    # the EM on the colours: on the colours they already score far above the
-    # k-means start they came from (rocket.jpg: by about 0.55 per pixel).
-    X, counts = photo
-    centre = np.average(X, axis=0, weights=counts)
-    rows = gmm._sample_rows(X - centre, counts.astype(float), 16)
-    settings = gmm._Settings(gmm.REG_COVAR, 1e-3, 100, None)
-    start, cells = gmm._hard_start(rows, 16, "k-means++", 10, np.random.default_rng(2), settings)
-    assert len(cells.weights) < len(rows.weights) / 2
-    carried = gmm._em(cells, start, settings, "coarse EM", run=1).mixture
-    ll_start, ll_carried = (gmm._e_step(rows, mixture)[0] for mixture in (start, carried))
-    assert ll_carried > ll_start + 0.2
-
-
-@pytest.mark.parametrize("n_components, n_cells", [(20, 64), (100, 512), (600, None)])
-def test_the_hard_start_takes_the_coarsest_histogram_with_enough_cells(n_components, n_cells):
-    # Every colour of a 16-level cube: 64 cells of side 4, 512 of side 2.  With
-    # more components than either has (or than would halve the rows), the
-    # colours themselves.
-    X = np.stack(np.meshgrid(*[np.arange(16.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    rows = gmm._sample_rows(X - X.mean(axis=0), np.ones(len(X)), n_components)
-    settings = gmm._Settings(gmm.REG_COVAR, 1e-3, 100, None)
-    start, cells = gmm._hard_start(rows, n_components, "k-means++", 10,
-                                   np.random.default_rng(0), settings)
-    assert (cells is None) if n_cells is None else len(cells.weights) == n_cells
-    assert len(start.weights) == n_components and np.all(np.isfinite(start.covariances))
-
-
-def test_init_names_the_seeding_of_the_hard_start():
+def test_init_names_the_seeding_of_the_start():
     rng = np.random.default_rng(13)
     X = rng.gamma(2.0, 20.0, size=(3000, 3))
     fits = [gmm.fit_gmm(X, 6, init=init, rng=np.random.default_rng(0))
@@ -413,6 +408,7 @@ def test_as_many_components_as_points_gives_each_point_its_own():
 
 
 def test_a_dead_component_is_reseeded_on_the_worst_explained_sample():
+    # The M-step itself (a dead component cannot be made to appear through fit_gmm).
     rng = np.random.default_rng(9)
     X = np.vstack([rng.normal(0.0, 1.0, (50, 2)), rng.normal(20.0, 1.0, (50, 2)),
                    [[200.0, -50.0]]])
