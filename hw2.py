@@ -28,7 +28,7 @@ FLAGS = {
     "-q --quiet": dict(action="store_true", help="nothing on stderr but errors"),
 }
 # What people type for a flag: a hint after "did you mean", never accepted.
-_SYNONYMS = {"--colors": "--clusters", "--colours": "--clusters"}
+_ALIASES = {"--colors": "--clusters", "--colours": "--clusters"}
 _PASTED_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"  # a PDF's dashes, minus sign
 
 
@@ -50,9 +50,9 @@ def main(argv=None):
     report = Reporter()
     try:
         import signal
-        for name in {"SIGTERM", "SIGHUP", "SIGXCPU"} & set(dir(signal)):
-            if signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:  # (nohup) stays so
-                signal.signal(getattr(signal, name), _stop)
+        for signum in (getattr(signal, name, None) for name in ("SIGTERM", "SIGHUP", "SIGXCPU")):
+            if signum and signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup) stays ignored
+                signal.signal(signum, _stop)
         while (fd := os.open(os.devnull, os.O_RDWR)) <= 2:
             pass  # /dev/null fills a closed fd 0, 1 or 2, else the output file would
         os.close(fd)
@@ -106,8 +106,8 @@ def parse_args(argv):
     args, unknown = parser.parse_known_args(normalize_dashes(argv))
     if unknown:  # with the flags most likely meant
         names = " ".join(FLAGS).split()
-        meant = [_SYNONYMS.get(word) or (difflib.get_close_matches(word, names, 1) + [""])[0]
-                 for word in ["--" + arg.split("=")[0].lstrip("-") for arg in unknown]]
+        typed = ["--" + arg.split("=")[0].lstrip("-") for arg in unknown if arg[:1] == "-"]
+        meant = [_ALIASES.get(w) or "".join(difflib.get_close_matches(w, names, 1)) for w in typed]
         hint = " and ".join(word for word in dict.fromkeys(meant) if word)
         parser.error(f"unrecognized arguments: {' '.join(unknown)}"
                      + (f" (did you mean {hint}?)" if hint else ""))
@@ -244,18 +244,21 @@ class Reporter:
         self.drawn_at = None  # when the live line was drawn; None while none shows
 
     def progress(self, text, throttle=False):
-        """Say what runs now (``throttle``: not within 0.1 s of the last redraw)."""
+        """Say what runs now (``throttle``: not within 0.1 s of the last redraw).
+
+        The live line stops a column short of the terminal's width: a full row wraps on some.
+        """
         if self.verbose:
             _emit(sys.stderr, printable(text) + "\n")
         elif self.columns and not (throttle and time.monotonic() - (self.drawn_at or 0) < 0.1):
-            _emit(sys.stderr, "\r\033[K" + printable(text)[:self.columns - 1])  # < a full row
+            _emit(sys.stderr, "\r\033[K" + printable(text)[:self.columns - 1])
             self.drawn_at = time.monotonic()
 
     def callback(self, model):
         """A progress callback for the fits; None when nothing shows (it costs them time)."""
         def show(p):
             self.progress(f"fitting {model}: {p.stage}, run {p.run}, step {p.iteration}/"
-                          f"{p.max_iter}, {time.monotonic() - self.started:.1f} s", True)
+                          f"{p.max_iter}, {time.monotonic() - self.started:.1f} s", throttle=True)
         return show if self.verbose or self.columns else None
 
     def clear(self):
@@ -275,6 +278,7 @@ class Reporter:
         return status
 
     def outcome(self):
+        """What a stopped run leaves behind."""
         return f"{self.written} was written" if self.written else "no output written"
 
     def result(self, line):
