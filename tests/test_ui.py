@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 import codec
-import gmm
 import hw2
 import kmeans
 
@@ -202,10 +201,10 @@ def test_compress_summary_names_output_sizes_clusters_and_convergence(noise_png,
 
 
 @pytest.mark.parametrize("model", ["kmeans", "mixture"])
-def test_summary_is_the_same_with_and_without_progress(model, tmp_path, capsys):
+def test_summary_is_the_same_with_and_without_progress(model, noise_png, tmp_path, capsys):
     summaries = []
     for extra in ([], ["--verbose"]):
-        assert compress(ROCKET, tmp_path / "c.npz", "--clusters", "4", "--model", model,
+        assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4", "--model", model,
                         *extra) == 0
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("hw2: ")]
@@ -316,6 +315,24 @@ def test_live_line_is_cut_to_the_terminal_throttled_and_erased_first(monkeypatch
     assert drawn[3] == "fitting kmeans: coarse, run 2, step 3/3"
     assert drawn[4] == "hw2: a note\n"  # the live line erased before it
     assert len(drawn) == 5
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_cleared_before_an_error(noise_png, tmp_path, monkeypatch):
+    stream = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+
+    def full_disk(*args, **kwargs):
+        raise codec.CodecError("c.npz: cannot write (No space left on device)")
+    monkeypatch.setattr(codec, "write_codebook", full_disk)
+    assert compress(noise_png, tmp_path / "c.npz", "--clusters", "4") == 1
+    text = stream.getvalue()
+    assert text.startswith(ERASE + "reading ") and "fitting kmeans" in text
+    assert text.rsplit(ERASE, 1)[1] == "hw2: error: c.npz: cannot write (No space left on device)\n"
 
 
 def test_no_progress_callback_when_nothing_shows_it():
