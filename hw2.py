@@ -48,8 +48,9 @@ def main(argv=None):
     SIGXCPU).  ``--help`` raises SystemExit(0).
     """
     report = Reporter()
-    try:
+    try:  # from here on Ctrl-C (KeyboardInterrupt) gives its one line, even while NumPy loads
         import signal
+        # The stop signals unwind as Ctrl-C does (SIGXCPU: a soft CPU-time limit ran out).
         for signum in (getattr(signal, name, None) for name in ("SIGTERM", "SIGHUP", "SIGXCPU")):
             if signum and signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup) stays ignored
                 signal.signal(signum, _stop)

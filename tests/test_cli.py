@@ -1,4 +1,6 @@
-"""hw2.py end to end, in-process: compress and decompress photos, grey and alpha images.
+"""hw2.py end to end: compress and decompress photos, grey and alpha images (in-process),
+errors that suggest the fix, and the process hw2 owns: signals, streams, start-up, warnings,
+a deleted working folder, isolated mode, file names the locale cannot decode (child processes).
 
 Every expected value is computed here from the input image and the codebook with nothing
 but NumPy and Pillow, the way a grader's script would.
