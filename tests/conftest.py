@@ -1,10 +1,13 @@
-"""Fixtures shared by the error tests (test_errors.py, test_hostile.py)."""
+"""Fixtures and helpers shared by the tests (``from conftest import assert_failed``)."""
 import numpy as np
 import pytest
 from PIL import Image
 
 import codec
 import kmeans
+
+# What an existing output file holds before a run that must leave it alone.
+OLD_BYTES = b"the user's precious file\n"
 
 
 @pytest.fixture
@@ -30,3 +33,25 @@ def photo(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(pixels).save(path)
     return path
+
+
+def assert_failed(status, out, err, *words, expected=1, output=None):
+    """A run of hw2 failed cleanly: status ``expected``, one error line holding ``words``.
+
+    Nothing on stdout, no traceback; when ``output`` is given, a file there still
+    holds ``OLD_BYTES`` (if it existed) and no temporary file is left beside it.
+    Returns the error line.
+    """
+    assert status == expected, err
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), err
+    assert lines[0].startswith("hw2: error: ") and "Traceback" not in err, err
+    for word in words:
+        assert str(word) in lines[0], (word, lines[0])
+    if output is not None:
+        if output.is_file():
+            assert output.read_bytes() == OLD_BYTES
+        if output.parent.is_dir():
+            assert [p.name for p in output.parent.iterdir() if p.name.startswith(".hw2-")] == []
+    return lines[0]

@@ -16,6 +16,7 @@ from PIL import Image
 
 import codec
 import hw2
+import kmeans
 
 MODELS = ["kmeans", "mixture"]
 H, W = 6, 8
@@ -201,7 +202,7 @@ def test_mode_is_read_as_the_contract_defines(name, tmp_path, capsys):
     path, expected = make_image(tmp_path, name)
     np.testing.assert_array_equal(codec.read_image(str(path)), expected)
     # With a cluster per colour the codebook is the image itself.
-    error = compress(capsys, path, tmp_path / "c.npz", "--clusters", str(hw2.MAX_CLUSTERS))
+    error = compress(capsys, path, tmp_path / "c.npz", "--clusters", str(kmeans.MAX_CLUSTERS))
     assert error == 0.0
     np.testing.assert_array_equal(rebuilt(tmp_path / "c.npz"), expected)
 
@@ -223,7 +224,7 @@ def test_uncompressed_ycbcr_tiff_is_read_right_or_refused_cleanly(tmp_path, caps
     path = tmp_path / "raw.tif"
     image.save(path, compression="raw")
     status = hw2.main(["--compress", str(path), "--output", str(tmp_path / "c.npz"), "-q",
-                       "--clusters", str(hw2.MAX_CLUSTERS)])
+                       "--clusters", str(kmeans.MAX_CLUSTERS)])
     captured = capsys.readouterr()
     if status == 0:
         assert captured.out == "Reconstruction error is 0.0\n"
