@@ -1,10 +1,11 @@
-"""Hostile input, second round (issue 12): nothing lost, nothing hung, nothing silently wrong.
+"""Hostile input, second and third rounds (issues 12 and 17): nothing lost, nothing hung.
 
-Special files as --output, damaged images that decode into plausible
-pictures, a full disk or a file-size limit while writing, alpha that a format
-cannot hold, big PNG metadata, path errors that must say what is wrong, and
-the decisions for cases that could go either way.  Failing runs are checked
-as in test_errors.py: one ``hw2: error:`` line that names the file, nothing on
+Special files as --output, a full disk or a file-size limit while writing,
+alpha that a format cannot hold, big PNG metadata, path errors that must say
+what is wrong, formats that would start another program, hostile codebooks,
+memory that must follow the image and not the file, and the decisions for
+cases that could go either way.  Failing runs are checked as in
+test_errors.py: one ``hw2: error:`` line that names the file, nothing on
 stdout, no temporary file left, an existing output untouched.  Tests that
 need root (mknod, mounting a small tmpfs) skip with the reason when not root.
 """
@@ -161,75 +162,7 @@ def test_output_dash_is_refused_saying_hw2_writes_files(mode, photo, tmp_path, s
     assert sorted(os.listdir(tmp_path)) == before and spy_work == []
 
 
-# --- 2. damaged images ------------------------------------------------------------------
-
-def png_one_row_of_3000(path):
-    """A PNG whose header says 3000x3000 but whose data holds one row."""
-    path.write_bytes(png_bytes(noise((1, 3000, 3)), colour_type=2, height=3000))
-    return "1 of its 3,000 rows"
-
-
-def jpeg_16x16_declaring_3000x3000(path):
-    buffer = io.BytesIO()
-    Image.fromarray(noise((16, 16, 3))).save(buffer, format="JPEG")
-    data = bytearray(buffer.getvalue())
-    at = data.index(b"\xff\xc0")  # start of frame: length, precision, height, width
-    data[at + 5:at + 9] = (3000).to_bytes(2, "big") * 2
-    path.write_bytes(bytes(data))
-    return "of its 3,000 rows"
-
-
-def rocket_cut_in_half(path):
-    with open(ROCKET, "rb") as handle:
-        data = handle.read()
-    path.write_bytes(data[:len(data) // 2] + b"\xff\xd9")
-    return "of its 427 rows"
-
-
-def progressive_rocket_cut_in_half(path):
-    buffer = io.BytesIO()
-    with Image.open(ROCKET) as image:
-        image.save(buffer, format="JPEG", progressive=True, quality=90)
-    data = buffer.getvalue()
-    path.write_bytes(data[:len(data) // 2] + b"\xff\xd9")
-    return "progressive scans"
-
-
-def interlaced_png_cut_short(path):
-    # The whole file reads: see "interlaced png" in test_valid_files_are_not_called_damaged.
-    path.write_bytes(png_bytes(noise((20, 24, 3)), colour_type=2, interlaced=True, keep=800))
-    return ""  # Pillow's decoder notices this one itself
-
-
-@pytest.mark.parametrize("make, name", [
-    (png_one_row_of_3000, "one_row.png"),
-    (jpeg_16x16_declaring_3000x3000, "patched.jpg"),
-    (rocket_cut_in_half, "cut.jpg"),
-    (progressive_rocket_cut_in_half, "cut_progressive.jpg"),
-    (interlaced_png_cut_short, "cut_interlaced.png"),
-])
-def test_image_whose_data_ends_early_is_damaged(make, name, tmp_path, capsys):
-    damaged = tmp_path / name
-    detail = make(damaged)
-    out = tmp_path / "c.npz"
-    assert_failed(*run(capsys, "--compress", damaged, "--output", out), damaged,
-                  "damaged or truncated", detail, folder=tmp_path)
-    assert not out.exists()
-
-
-def test_a_decoder_printing_on_stderr_still_gives_one_line(tmp_path, capfd):
-    # libtiff prints "ZIPDecode: Not enough data at scanline 0 ..." on fd 2 itself.
-    data = bytearray(tiff_bytes(sixteen_bit_values(3), deflate=True))
-    at = data.index(struct.pack("<HHI", 257, 4, 1))  # ImageLength: 3 -> 300 rows
-    data[at + 8:at + 12] = struct.pack("<I", 300)
-    at = data.index(struct.pack("<HHI", 278, 4, 1))  # RowsPerStrip
-    data[at + 8:at + 12] = struct.pack("<I", 300)
-    damaged = tmp_path / "short.tif"
-    damaged.write_bytes(bytes(data))
-    status = hw2.main(["--compress", str(damaged), "--output", str(tmp_path / "c.npz")])
-    out, err = capfd.readouterr()
-    assert_failed(status, out, err, damaged, "damaged or truncated", "Not enough data")
-
+# --- 2. raster variants that must read (the allowlist of formats) -----------------------
 
 def save_bytes(image, fmt, **options):
     buffer = io.BytesIO()
@@ -279,7 +212,7 @@ VALID = {
 
 
 @pytest.mark.parametrize("name", sorted(VALID))
-def test_valid_files_are_not_called_damaged(name, tmp_path):
+def test_raster_variants_are_read(name, tmp_path):
     path = tmp_path / "valid.img"
     path.write_bytes(VALID[name]())
     with Image.open(path) as image:
@@ -526,17 +459,6 @@ def test_image_too_wide_for_its_format_gives_exactly_one_line(ext, limit, tmp_pa
     assert not out.exists()
 
 
-def test_a_c_library_printing_while_encoding_stays_off_stderr(tmp_path, monkeypatch, capfd):
-    real_save = Image.Image.save
-
-    def chatty_save(self, fp, *args, **kwargs):
-        os.write(2, b"libfoo: a line of its own\n")  # as libjpeg and libtiff do
-        return real_save(self, fp, *args, **kwargs)
-    monkeypatch.setattr(Image.Image, "save", chatty_save)
-    codec.write_image(str(tmp_path / "x.png"), noise((3, 4, 3)))
-    assert capfd.readouterr().err == ""
-
-
 # --- decisions -----------------------------------------------------------------------------
 
 def test_output_symlink_is_followed_and_stays_a_link(photo, tmp_path, capsys):
@@ -692,14 +614,14 @@ def test_bzip2_or_lzma_bomb_is_refused_before_decompressing(method, tmp_path, mo
     assert set(read) <= {"img_shape.npy"}
 
 
-def test_avif_is_refused_as_it_cannot_be_written_losslessly(tmp_path, spy_work, capsys):
+@pytest.mark.parametrize("ext", [".avif", ".eps", ".pbm"])
+def test_formats_outside_the_table_are_refused_before_reading(ext, tmp_path, spy_work,
+                                                              capsys):
+    # AVIF: Pillow writes it lossily only; EPS: not a raster format; PBM: black and white.
     book = codebook(tmp_path / "c.npz", noise((4, 5, 3)))
-    out = tmp_path / "back.avif"
-    # Pillow before 11.2 has no AVIF writer at all.
-    words = (["cannot write AVIF", "lossless"] if features.check("avif")
-             else ["cannot write images with extension '.avif'"])
-    assert_failed(*run(capsys, "--decompress", book, "--output", out), out, *words,
-                  folder=tmp_path)
+    out = tmp_path / f"back{ext}"
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), out,
+                  f"cannot write images with extension '{ext}'", ".png", folder=tmp_path)
     assert not out.exists() and spy_work == []
 
 
@@ -711,37 +633,18 @@ def test_mpo_is_written_at_the_quality_of_jpeg(tmp_path):
         assert jpeg.quantization == mpo.quantization  # the quality, as tables
 
 
-@pytest.mark.parametrize("ext, pixels, words", [
-    (".pgm", noise((4, 5, 3)), ["holds a grey image", "colour (RGB)"]),
-    (".pbm", noise((4, 5, 3)), ["holds a black-and-white image", "colour (RGB)"]),
-    (".pbm", noise((4, 5)), ["holds a black-and-white image", "grey levels"]),
-])
-def test_netpbm_names_that_promise_grey_refuse_colour(ext, pixels, words, tmp_path, capsys):
+@pytest.mark.parametrize("pixels", [noise((4, 5, 3)), noise((4, 5, 4))])
+def test_pgm_refuses_colour(pixels, tmp_path, capsys):
     book = codebook(tmp_path / "c.npz", pixels)
-    out = tmp_path / f"back{ext}"
-    assert_failed(*run(capsys, "--decompress", book, "--output", out), out, *words,
-                  folder=tmp_path)
+    out = tmp_path / "back.pgm"
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), out,
+                  "holds grey images only", "RGB", folder=tmp_path)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("ext, pixels, mode, magic", [
-    (".pgm", noise((4, 5)), "L", b"P5"),
-    (".pbm", np.where(noise((4, 5)) > 127, 255, 0).astype(np.uint8), "1", b"P4"),
-])
-def test_netpbm_names_hold_what_they_say(ext, pixels, mode, magic, tmp_path):
-    out = tmp_path / f"back{ext}"
+def test_pgm_holds_grey(tmp_path):
+    pixels = noise((4, 5))
+    out = tmp_path / "back.pgm"
     codec.write_image(str(out), pixels)
-    assert out.read_bytes()[:2] == magic
-    with Image.open(out) as image:
-        assert image.mode == mode
+    assert out.read_bytes()[:2] == b"P5"  # Netpbm's binary greymap
     np.testing.assert_array_equal(codec.read_image(str(out)), pixels)
-
-
-def test_sixteen_bit_grey_opened_as_32_bit_is_scaled_like_grey():
-    # Pillow 10 (the floor in requirements.txt) opens a 16-bit grey PNG as 32-bit mode I
-    # with raw mode I;16B; clipping it to 0..255 would leave a gradient two colours.
-    wide = (np.arange(256 * 4).reshape(4, 256) * 64).astype(np.int32)
-    image = Image.fromarray(wide)
-    assert image.mode == "I"
-    got = codec._as_pixels(image, rawmode="I;16B")
-    np.testing.assert_array_equal(got, np.rint(wide / 257.0))
