@@ -412,8 +412,8 @@ def path_problems(tmp_path, source):
     loop.symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(loop)
     return [
-        (f"{source}/", ["not a directory", f"{source} is a file"]),
-        (f"{source}/x{source.suffix}", ["not a directory", f"{source} is a file"]),
+        (f"{source}/", ["not a directory", "a part of the path is a file"]),
+        (f"{source}/x{source.suffix}", ["not a directory", "a part of the path is a file"]),
         (str(loop), ["too many levels of symbolic links"]),
         (str(tmp_path / ("x" * 300 + source.suffix)), ["file name too long"]),
         (str(tmp_path / "a" / ("b/" * 2100) / f"c{source.suffix}"), ["file name too long"]),
@@ -561,24 +561,6 @@ def test_sixteen_bit_colour_tiff_reads_as_the_grader_reads_it(channels, byte_ord
     got = codec.read_image(str(path))
     np.testing.assert_array_equal(got, as_pillow_reads_sixteen_bits(wide))
     assert got.dtype == np.uint8
-
-
-@pytest.mark.parametrize("values, n_outside", [
-    (np.array([[-5.0, 0.0, 12.0], [255.0, 300.0, 1e9]], dtype=np.float32), 3),
-    (np.array([[-1, 0, 70000], [255, 7, 256]], dtype=np.int32), 3),
-    (np.array([[0.0, 1.0, 2.0], [3.0, 4.0, 255.0]], dtype=np.float32), 0),
-])
-def test_values_outside_0_255_are_clipped_with_a_note(values, n_outside, tmp_path):
-    path = tmp_path / "wide.tif"
-    Image.fromarray(values).save(path)
-    notes = []
-    got = codec.read_image(str(path), notes)
-    np.testing.assert_array_equal(got, np.clip(values, 0, 255))
-    if n_outside:
-        assert len(notes) == 1 and f"{n_outside} of 6 pixels" in notes[0]
-        assert "clipped" in notes[0] and str(path) in notes[0]
-    else:
-        assert notes == []
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
