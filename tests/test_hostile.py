@@ -16,6 +16,7 @@ import stat
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 
@@ -630,3 +631,187 @@ def test_pgm_holds_grey(tmp_path):
     codec.write_image(str(out), pixels)
     assert out.read_bytes()[:2] == b"P5"  # Netpbm's binary greymap
     np.testing.assert_array_equal(codec.read_image(str(out)), pixels)
+
+
+# --- third round (issue 17): never run a file's code, bounded memory, no traceback -------
+
+def run_limited(argv, cwd=None, limit_bytes=512 << 20, before=None):
+    """hw2.py in a child process whose address space is capped at ``limit_bytes``."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+        if before is not None:
+            before()
+    return subprocess.run([sys.executable, os.path.abspath(HW2), *map(str, argv)],
+                          capture_output=True, text=True, timeout=60, cwd=cwd,
+                          preexec_fn=limit)
+
+
+def assert_one_line(done, *words):
+    """A child run failed with exit 1 and one error line holding ``words``."""
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("hw2: error: "), \
+        done.stderr
+    for word in words:
+        assert str(word) in done.stderr, (word, done.stderr)
+
+
+def test_eps_is_refused_naming_its_format_and_never_starts_ghostscript(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    marker = tmp_path / "gs-ran"
+    gs = fake_bin / "gs"
+    gs.write_text(f"#!/bin/sh\ntouch {marker}\necho gs says hello\n")
+    gs.chmod(0o755)
+    eps = tmp_path / "drawing.eps"
+    Image.fromarray(noise((8, 8, 3))).save(eps)
+    env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = subprocess.run([sys.executable, HW2, "--compress", str(eps), "--output",
+                           str(tmp_path / "c.npz")], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert_one_line(done, eps, "EPS", "raster")
+    assert not marker.exists() and not (tmp_path / "c.npz").exists()
+
+
+def deflated_spaces(prefix, n_mib):
+    """A raw deflate stream of ``prefix`` and ``n_mib`` MiB of spaces, built in a blink.
+
+    After a full flush deflate starts afresh, so 1 MiB of spaces compresses to
+    the same bytes every time: the stream repeats them.
+    """
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    mib = b" " * (1 << 20)
+    first = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    return first + block * n_mib + deflate.flush()
+
+
+def zip_of(path, members):
+    """A zip archive written by hand: ``{name: (deflated bytes, size inflated, crc)}``."""
+    body, directory = b"", b""
+    for name, (data, size, crc) in members.items():
+        fields = (zipfile.ZIP_DEFLATED, 0, 0, crc, len(data), size, len(name))
+        directory += struct.pack("<4s6H3L5H2L", b"PK\1\2", 20, 20, 0, *fields, 0, 0, 0, 0, 0,
+                                 len(body)) + name.encode()
+        body += struct.pack("<4s5H3L2H", b"PK\3\4", 20, 0, *fields, 0) + name.encode() + data
+    end = struct.pack("<4s4H2LH", b"PK\5\6", 0, 0, len(members), len(members), len(directory),
+                      len(body), 0)
+    path.write_bytes(body + directory + end)
+    return path
+
+
+def deflated(array):
+    raw = io.BytesIO()
+    np.save(raw, array)
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return deflate.compress(raw.getvalue()) + deflate.flush(), len(raw.getvalue()), \
+        zlib.crc32(raw.getvalue())
+
+
+def test_npy_header_declaring_gigabytes_is_refused_before_inflating_it(tmp_path):
+    # A 2 MB codebook whose assignments.npy (version 2.0) declares a 2 GiB header and holds
+    # it: 2 GiB of spaces.  Read whole, it needs gigabytes; here memory is capped at 512 MB.
+    prefix = b"\x93NUMPY\x02\x00" + struct.pack("<I", 2 << 30)
+    members = {"assignments.npy": (deflated_spaces(prefix, 2048), len(prefix) + (2 << 30), 0),
+               "means.npy": deflated(np.zeros((5, 3))),
+               "img_shape.npy": deflated(np.array([3, 4, 3]))}
+    book = zip_of(tmp_path / "c.npz", members)
+    assert book.stat().st_size < 3 << 20
+    done = run_limited(["--decompress", book, "--output", tmp_path / "back.png"])
+    assert_one_line(done, book, "assignments is not a NumPy array", "header")
+    assert sorted(os.listdir(tmp_path)) == ["c.npz"]
+
+
+def test_both_means_and_means_npy_is_refused_naming_the_ambiguity(tmp_path, capsys):
+    # np.load(f)["means"] gives the member "means"; other readers take "means.npy".
+    book = save_npz(tmp_path / "c.npz", assignments=np.arange(12) % 5,
+                    means=np.zeros((5, 3)), img_shape=np.array([3, 4, 3]))
+    with zipfile.ZipFile(book, "a") as archive:
+        buffer = io.BytesIO()
+        np.save(buffer, np.full((5, 3), 200.0))
+        archive.writestr("means", buffer.getvalue())
+    out = tmp_path / "back.png"
+    assert_failed(*run(capsys, "--decompress", book, "--output", out), book,
+                  "both means and means.npy", folder=tmp_path)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value, refused", [("1e400", True), ("1e300", False), ("-1e4000", True)])
+def test_long_double_means_beyond_float64_are_refused_without_a_warning(value, refused,
+                                                                        tmp_path, capsys):
+    assert np.finfo(np.longdouble).max > np.finfo(np.float64).max  # x86-64: 80-bit
+    means = np.full((5, 3), 100, dtype=np.longdouble)
+    means[2, 1] = np.longdouble(value)
+    book = save_npz(tmp_path / "c.npz", assignments=np.arange(12) % 5, means=means,
+                    img_shape=np.array([3, 4, 3]))
+    out = tmp_path / "back.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as under PYTHONWARNINGS=error
+        result = run(capsys, "--decompress", book, "--output", out, "-q")
+    if refused:
+        assert_failed(*result, book, "means contain NaN or infinity", folder=tmp_path)
+    else:
+        assert result[0] == 0 and result[2] == "", result
+        expected = np.where(np.arange(12)[:, None] % 5 == 2, [100, 255, 100], 100)
+        np.testing.assert_array_equal(codec.read_image(str(out)).reshape(12, 3), expected)
+
+
+@pytest.mark.parametrize("mode", ["--compress", "--decompress"])
+def test_deleted_current_folder_with_a_relative_output_gives_one_line(mode, photo, tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    source = photo if mode == "--compress" else codebook(tmp_path / "c.npz", noise((3, 4, 3)))
+    out = "out.npz" if mode == "--compress" else "out.png"
+    done = run_limited([mode, source, "--output", out], cwd=gone,
+                       before=lambda: os.rmdir(gone))
+    assert_one_line(done, out, "current folder", "full path")
+
+
+def test_deleted_current_folder_is_named_by_check_output_path(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(codec.CodecError, match="c.npz: the current folder no longer exists"):
+        codec.check_output_path("c.npz")
+
+
+ENCODE_UNDER_A_LIMIT = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+import codec
+pixels = np.random.default_rng(0).integers(0, 256, size=(2000, 2000, 3), dtype=np.uint8)
+status = open("/proc/self/status").read()
+in_use = int(status.split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (in_use + (40 << 20), resource.RLIM_INFINITY))
+try:
+    codec.write_image({out!r}, pixels)
+except MemoryError:
+    print("MemoryError")
+except codec.CodecError as exc:
+    print("CodecError", exc)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmSize (Linux)")
+@pytest.mark.parametrize("ext", [".webp"])  # libwebp: "encoding error 1" when out of memory
+def test_encoder_out_of_memory_is_a_memory_error(ext, tmp_path):
+    # 40 MB more than the 12 MB image in use: the encoders need several times the image.
+    code = ENCODE_UNDER_A_LIMIT.format(root=os.path.dirname(HERE), out=str(tmp_path / f"x{ext}"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "MemoryError\n", done.stdout + done.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_photo_followed_by_a_gigabyte_is_read_with_the_memory_of_the_photo(ext, tmp_path):
+    photo = tmp_path / f"photo{ext}"
+    with Image.open(ROCKET) as image:
+        image.save(photo)
+    with open(photo, "r+b") as handle:  # 1 GiB of zeros after the image, sparse on disk
+        handle.truncate(photo.stat().st_size + (1 << 30))
+    done = run_limited(["--compress", photo, "--output", tmp_path / "c.npz", "-q"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Reconstruction error is ")
