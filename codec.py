@@ -146,7 +146,7 @@ def _unreadable(path):
             fmt = image.format
     except Exception:  # a probe: whatever Pillow raises means "no format it knows"
         return "not an image file Pillow can read"
-    return (f"a {fmt} file; hw2 reads only raster image formats (PNG, JPEG, TIFF, WebP, "
+    return (f"its format is {fmt}; hw2 reads only raster image formats (PNG, JPEG, TIFF, WebP, "
             "...), never one that needs another program to draw it: convert it to PNG first")
 
 

@@ -9,6 +9,7 @@ test_errors.py: one ``hw2: error:`` line that names the file, nothing on
 stdout, no temporary file left, an existing output untouched.  Tests that
 need root (mknod, mounting a small tmpfs) skip with the reason when not root.
 """
+import importlib.util
 import io
 import os
 import socket
@@ -815,3 +816,13 @@ def test_photo_followed_by_a_gigabyte_is_read_with_the_memory_of_the_photo(ext, 
     done = run_limited(["--compress", photo, "--output", tmp_path / "c.npz", "-q"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Reconstruction error is ")
+
+
+def test_heic_without_its_plugin_says_how_to_read_it(tmp_path, capsys):
+    # An iPhone photo's first box; Pillow reads HEIF only through pillow-heif, optional.
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64))
+    has_plugin = importlib.util.find_spec("pillow_heif") is not None
+    words = ["damaged or truncated"] if has_plugin else ["pillow-heif", "JPEG"]
+    assert_failed(*run(capsys, "--compress", heic, "--output", tmp_path / "c.npz"), heic,
+                  *words, folder=tmp_path)
