@@ -288,8 +288,9 @@ def _encode(path, image, fmt, options):
         if isinstance(exc, OSError) and exc.errno is not None:
             raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system said
         # Encoders report running out of memory as their own errors ("encoding error 1",
-        # "quantization error"): when four copies of the image no longer fit, that was it.
-        np.empty(4 * len(image.mode) * image.width * image.height, np.uint8)
+        # "quantization error"): when 8 more copies of the image (4 bytes a pixel in Pillow)
+        # no longer fit, that was it (libwebp's lossless encoder needs about that many).
+        np.empty(32 * image.width * image.height, np.uint8)
         raise CodecError(f"{path}: Pillow cannot write this {image.width}x{image.height} "
                          f"{image.mode} image as {fmt} ({exc})") from None
     return buffer.getvalue()
