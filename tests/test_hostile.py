@@ -23,7 +23,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin, features
+from PIL import Image, PngImagePlugin
 
 import codec
 import hw2
@@ -86,21 +86,15 @@ ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
          (0, 1, 1, 2)]
 
 
-def png_bytes(samples, colour_type, depth=8, interlaced=False, height=None, keep=None):
-    """A PNG of ``samples`` (H, W, C) written by hand, unfiltered.
-
-    ``height`` declares another height in the header; ``keep`` keeps only that
-    many bytes of the inflated pixel data (a damaged file).
-    """
+def png_bytes(samples, colour_type, depth=8, interlaced=False):
+    """A PNG of ``samples`` (H, W, C) written by hand, unfiltered."""
     rows, width = samples.shape[0], samples.shape[1]
     dtype = ">u2" if depth == 16 else np.uint8
     passes = ADAM7 if interlaced else [(0, 0, 1, 1)]
     raw = b"".join(b"\0" + np.ascontiguousarray(row).astype(dtype).tobytes()
                    for x0, y0, dx, dy in passes for row in samples[y0::dy, x0::dx]
                    if row.shape[0])
-    raw = raw if keep is None else raw[:keep]
-    header = struct.pack(">IIBBBBB", width, height or rows, depth, colour_type, 0, 0,
-                         int(interlaced))
+    header = struct.pack(">IIBBBBB", width, rows, depth, colour_type, 0, 0, int(interlaced))
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) +
             png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
 
