@@ -273,7 +273,7 @@ def _gif_with_transparency(image):
         return None
     indices = np.full(visible.shape, len(colours), dtype=np.uint8)
     indices[visible] = index.reshape(-1)
-    indexed = Image.fromarray(indices, mode="P")
+    indexed = Image.frombytes("P", image.size, indices.tobytes())
     indexed.putpalette(np.vstack([colours, [[0, 0, 0]]]).astype(np.uint8).tobytes())
     indexed.info["transparency"] = len(colours)
     return indexed
