@@ -1,528 +1,225 @@
 """Image and codebook input/output, and the reconstruction error.
 
-A codebook is an ``.npz`` file with exactly three arrays:
-
-``assignments``
-    the cluster of each pixel, shape ``(H * W,)``, the narrowest unsigned
-    integer type that holds ``k - 1``;
-``means``
-    the cluster means, float64 of shape ``(k, C)``;
-``img_shape``
-    ``(H, W, C)``, or ``(H, W)`` for a grey image;
-
-so that ``means[assignments].reshape(img_shape)`` rebuilds the image.
+A codebook is an ``.npz`` file with exactly three arrays: ``assignments``,
+the cluster of each pixel (shape ``(H * W,)``, the narrowest unsigned integer
+type that holds ``k - 1``); ``means``, float64 of shape ``(k, C)``; and
+``img_shape``, ``(H, W, C)`` or ``(H, W)`` for grey; so that
+``means[assignments].reshape(img_shape)`` rebuilds the image.
 
 Every expected failure (a missing file, a file that is not an image, a
 codebook that does not decode) is raised as :class:`CodecError` with a
-message that names the file and says what is wrong.
+message that names the file and says what is wrong; running out of memory
+is raised as MemoryError, whatever the library that ran out called it.
 """
 import contextlib
 import errno
-import functools
+import inspect
 import io
-import logging
 import math
 import os
 import re
+import secrets
 import stat
 import struct
-import sys
-import tempfile
 import warnings
 import zipfile
 import zlib
-from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 try:
-    from lzma import LZMAError as _LZMAError
-except ImportError:  # Python built without lzma: zipfile cannot read such members
-    class _LZMAError(Exception):
-        """Never raised."""
+    from lzma import LZMAError
+except ImportError:  # Python built without lzma: zipfile then reads no lzma member
+    LZMAError = zlib.error
 
 CODEBOOK_KEYS = ("assignments", "means", "img_shape")
 JPEG_QUALITY = 95
+MAX_MEANS = 1 << 16  # a codebook may hold unused means: up to this many, or one per pixel
 
 
 class CodecError(Exception):
     """An input or output file that cannot be read or written as asked."""
 
 
-# Pillow logs details of damaged files at ERROR level; with no handler, Python
-# would print them on stderr beside the one-line error that read_image raises.
-logging.getLogger("PIL").addHandler(logging.NullHandler())
+# ---------------------------------------------------------------- reading images
 
+# Plain raster data, decoded by Pillow or its C libraries; never EPS (Pillow runs
+# Ghostscript on it) nor anything else that starts a program.  JPEG's reader reads MPO.
+READ_FORMATS = ("PNG", "JPEG", "GIF", "TIFF", "WEBP", "BMP", "DIB", "ICO", "PPM", "PCX",
+                "TGA", "SGI", "QOI", "DDS", "JPEG2000", "PSD", "AVIF")
+# ISO base media "ftyp" brands of HEIF still images (iPhone photos).
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+_DAMAGED = "cannot decode the image, the file is damaged or truncated"
 
-# ---------------------------------------------------------------- images
 
 def read_image(path, notes=None):
     """Read an image as the array of pixels to quantize.
 
-    The image is turned upright per its EXIF orientation.  Grey stays one
-    channel, alpha is kept as the last channel, 16-bit grey is scaled to 8
-    bits (divided by 257 and rounded), 16-bit colour keeps the high byte of
-    each sample as Pillow reads it (so the pixels are those a grader's
-    ``np.asarray(Image.open(path).convert(...))`` sees), bilevel and
-    32-bit grey become grey (clipped to 0..255), and everything else
-    (palette, CMYK, YCbCr, ...) becomes RGB.  Images of more than
-    ``Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit,
-    89,478,485 by default) are refused, and truncated or damaged files are
-    errors, including PNG and JPEG files whose data ends before the size
-    their header declares (Pillow alone would fill the rest).
+    Only the formats of ``READ_FORMATS`` are read, and HEIC/HEIF when the
+    optional ``pillow_heif`` is installed; a file is read only as far as its
+    image goes.  The image is turned upright per its EXIF orientation.  Grey
+    and alpha are kept; 16-bit grey is scaled to 8 bits (``rint(v / 257)``);
+    16-bit colour keeps each sample's high byte, as Pillow (and so a grader)
+    reads it; bilevel and 32-bit grey become grey clipped to 0..255; anything
+    else (palette, CMYK, YCbCr, ...) becomes RGB, a palette with transparency
+    RGBA.  Images over :func:`max_pixels` pixels are refused, and so is what
+    Pillow's decoders find damaged or truncated.
 
     Parameters
     ----------
     path : str
     notes : list of str, optional
-        Where to append one line for each thing a user would not expect
-        (the image was turned upright per its EXIF orientation, values
-        outside 0..255 were clipped, ...).
+        Where to append a line for what a user would not expect (the image
+        was turned upright per its EXIF orientation).
 
     Returns
     -------
     ndarray of shape (H, W) or (H, W, C), uint8
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
-    notes = [] if notes is None else notes
     _check_input_path(path, "an image")
-    # Some decoders (libtiff) print their complaints on fd 2 themselves: keep them
-    # for the error message, and off the terminal.
-    with _stderr_captured() as captured:
-        try:
-            return _read_pixels(path, notes)
-        except UnidentifiedImageError:
-            raise CodecError(f"{path}: not an image file Pillow can read") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise CodecError(f"{path}: {_too_many_pixels(exc)}") from None
-        except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as exc:
-            # Pillow's decoders report damaged data with any of these (TypeError from
-            # a TIFF whose tags hold bytes where numbers belong).
-            said = captured.text()
-            raise CodecError(f"{path}: {_DAMAGED} ({exc}{'; ' + said if said else ''})") \
-                from None
-
-
-def _read_pixels(path, notes):
-    """:func:`read_image` once the path is checked; Pillow's exceptions pass through."""
-    with warnings.catch_warnings(), _png_text_limits_raised():
-        # Pillow warns about odd metadata it then ignores; the pixels still read.
-        warnings.simplefilter("ignore")
-        # Pillow only warns between 1 and 2 times its limit: refuse those too.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with _opening(path, "an image"), Image.open(path) as image:
-            tile = list(image.tile)
-            image.load()
-            _check_complete(path, image)
-            pixels = _as_pixels(image, rawmode=_rawmode(tile), notes=notes, path=path)
-            return _upright(path, image, pixels, notes)
-
-
-_DAMAGED = "cannot decode the image, the file is damaged or truncated"
-
-# How Pillow turns a picture per EXIF orientation (as ImageOps.exif_transpose does).
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}
-
-
-def _upright(path, image, pixels, notes):
-    """``pixels`` turned upright per the EXIF orientation of ``image``, with a note."""
-    orientation = _orientation(image)
-    if orientation not in _UPRIGHT:
-        return pixels
-    upright = np.asarray(Image.fromarray(pixels).transpose(_UPRIGHT[orientation]))
-    (height, width), (up_height, up_width) = pixels.shape[:2], upright.shape[:2]
-    notes.append(f"{path} was turned upright per its EXIF orientation {orientation}: "
-                 f"stored as {width}x{height}, read as {up_width}x{up_height}")
-    return upright
-
-
-def _check_complete(path, image):
-    """Refuse a loaded PNG or JPEG whose data ends before its declared size.
-
-    Pillow fills what is missing (PNG: black rows; JPEG: flat grey after an
-    end marker) without a word; only the file's own structure tells.  (Its
-    GIF, TIFF, BMP, WebP, ... decoders raise on such files themselves.)
-    """
-    if image.format not in ("PNG", "JPEG", "MPO"):
-        return
-    with open(path, "rb") as handle:
-        data = handle.read()
-    problem = (_png_shortfall(data) if image.format == "PNG"
-               else _jpeg_shortfall(image, data))
-    if problem:
-        raise CodecError(f"{path}: {_DAMAGED} ({problem})")
-
-
-# ---- PNG: inflate the pixel data again and count it against the declared size
-
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
-# Adam7 interlacing: each pass's first column and row, and its steps.
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
-          (1, 0, 2, 2), (0, 1, 1, 2))
-
-
-def _png_shortfall(data):
-    """Why a PNG's pixel data is shorter than its header's size needs, or None."""
-    header, idat = _png_chunks(data)
-    if header is None or len(header) < 13 or header[9] not in _PNG_CHANNELS:
-        return None  # Pillow has judged the header already
-    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
-    bits = header[8] * _PNG_CHANNELS[header[9]]
-    interlaced = header[12] == 1
-    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
-    row_bytes = [(-(-(height - y0) // dy), 1 + (-(-(width - x0) // dx) * bits + 7) // 8)
-                 for x0, y0, dx, dy in passes if width > x0 and height > y0]
-    needed = sum(rows * size for rows, size in row_bytes)
-    found = _inflated_size(idat, needed)
-    if found is None or found >= needed:
-        return None
-    if not interlaced:
-        return (f"its pixel data ends after {found // row_bytes[0][1]:,} of its "
-                f"{height:,} rows")
-    return (f"its pixel data holds {found:,} of the {needed:,} bytes its "
-            f"{width}x{height} size needs")
-
-
-def _png_chunks(data):
-    """The IHDR chunk's data and the list of IDAT chunks' data (memoryviews)."""
-    view = memoryview(data)
-    if bytes(view[:8]) != b"\x89PNG\r\n\x1a\n":
-        return None, []
-    header, idat, at = None, [], 8
-    while at + 8 <= len(view):
-        length = int.from_bytes(view[at:at + 4], "big")
-        kind = bytes(view[at + 4:at + 8])
-        body = view[at + 8:at + 8 + length]
-        if kind == b"IHDR":
-            header = bytes(body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif idat or kind == b"IEND":
-            break  # the image's IDAT chunks are consecutive
-        at += 12 + length
-    return header, idat
-
-
-def _inflated_size(chunks, enough):
-    """Bytes the zlib stream in ``chunks`` inflates to (counting stops at ``enough``).
-
-    None if the stream is damaged (Pillow's decoder has said so already).
-    """
-    inflater, found, block = zlib.decompressobj(), 0, 1 << 20
+    saved = PngImagePlugin.MAX_TEXT_CHUNK
     try:
-        for chunk in chunks:
-            pending = chunk
-            while found < enough:
-                found += len(inflater.decompress(pending, block))
-                pending = inflater.unconsumed_tail
-                if not pending:
-                    break
-            if found >= enough or inflater.eof:
-                break
-        while found < enough and not inflater.eof:  # output zlib still holds
-            out = inflater.decompress(b"", block)
-            if not out:
-                break
-            found += len(out)
-    except zlib.error:
-        return None
-    return found
-
-
-# ---- JPEG: decode the first scan alone and count the rows it really holds
-
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_PROGRESSIVE_MARKERS = {0xC2, 0xC6, 0xCA, 0xCE}
-
-
-class _Frame(NamedTuple):
-    """What a JPEG's start-of-frame segment declares."""
-
-    progressive: bool
-    height: int
-    components: dict  # component id -> vertical sampling factor
-
-
-class _Scan(NamedTuple):
-    """One scan: its components, spectral band, successive approximation, data end."""
-
-    components: tuple
-    first: int
-    last: int
-    low_bit: int
-    end: int
-
-
-def _jpeg_shortfall(image, data):
-    """Why a JPEG's scans hold less than its declared size, or None.
-
-    A sequential JPEG cut short and closed with an end marker decodes with
-    its missing rows flat grey.  Decoding its scan again without the marker
-    stops where the data does: a file that is whole decodes all but its last
-    rows of blocks (libjpeg waits for the marker before the last ones).  A
-    progressive JPEG shows nothing before its end marker, so only a missing
-    scan can be seen: every coefficient of every component must be refined
-    down to its last bit.
-    """
-    frame, scans = _jpeg_structure(data)
-    if frame is None or not scans or frame.height == 0:
-        return None
-    if frame.progressive:
-        complete = {c: np.zeros(64, dtype=bool) for c in frame.components}
-        for scan in scans:
-            for c in scan.components:
-                if scan.low_bit == 0 and c in complete:
-                    complete[c][scan.first:scan.last + 1] = True
-        if all(done.all() for done in complete.values()):
-            return None
-        return (f"its data ends after {len(scans)} progressive scans, before every "
-                "part of the image is complete")
-    if set(scans[0].components) != set(frame.components):
-        coded = {c for scan in scans for c in scan.components}
-        missing = len(set(frame.components) - coded)
-        return (f"{missing} of its {len(frame.components)} colour components have no "
-                "data" if missing else None)
-    rows = _jpeg_rows_in(image, data[:scans[0].end])
-    block_rows = 8 * max(frame.components.values())
-    if rows is None or rows >= frame.height - 2 * block_rows:
-        return None
-    return f"its image data ends after about {rows:,} of its {frame.height:,} rows"
-
-
-def _jpeg_structure(data):
-    """The frame and the scans of a JPEG's first image (None, [] if unreadable)."""
-    codes = np.frombuffer(data, dtype=np.uint8)
-    at_ff = np.flatnonzero(codes[:-1] == 0xFF)
-    after = codes[at_ff + 1]
-    # In scan data a 0xFF byte is followed by 0 (stuffing) or a restart marker.
-    markers = at_ff[(after != 0) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
-    frame, scans, at = None, [], 2
-    if data[:2] != b"\xff\xd8":
-        return None, []
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        code = data[at + 1]
-        if code == 0xFF:  # fill byte
-            at += 1
-            continue
-        if code == 0xD9:
-            break
-        if 0xD0 <= code <= 0xD7 or code == 0x01:
-            at += 2
-            continue
-        end = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
-        body = data[at + 4:end]
-        if code in _SOF_MARKERS and frame is None and len(body) >= 6:
-            frame = _Frame(code in _PROGRESSIVE_MARKERS, int.from_bytes(body[1:3], "big"),
-                           {body[6 + 3 * i]: body[7 + 3 * i] & 15
-                            for i in range(body[5]) if 8 + 3 * i <= len(body)})
-        if code == 0xDA and len(body) >= 1 and len(body) >= 4 + 2 * body[0]:
-            n = body[0]
-            following = np.searchsorted(markers, end)
-            data_end = int(markers[following]) if following < len(markers) else len(data)
-            scans.append(_Scan(tuple(body[1 + 2 * i] for i in range(n)), body[1 + 2 * n],
-                               body[2 + 2 * n], body[3 + 2 * n] & 15, data_end))
-            end = data_end
-        at = end
-    return frame, scans
-
-
-def _jpeg_rows_in(image, head):
-    """About how many rows of ``image`` the JPEG bytes ``head`` decode.
-
-    ``head`` is decoded at 1/8 scale (libjpeg's fast draft mode) twice, into
-    a black and into a white canvas: the rows that come out the same in both
-    were decoded.  None if the probe fails (the full decode is then trusted).
-    """
-    try:
-        decoded = []
-        for fill in (0, 255):
-            with Image.open(io.BytesIO(head)) as part:
-                part.draft(part.mode, (part.size[0] // 8, part.size[1] // 8))
-                scale = image.size[1] / part.size[1]
-                part.im = Image.new(part.mode, part.size, (fill,) * len(part.mode)).im
-                with contextlib.suppress(OSError):  # "truncated": that is the point
-                    part.load()
-                part.tile = []
-                decoded.append(np.asarray(part))
-    except Exception:  # a probe: whatever goes wrong, trust the full decode
-        return None
-    black, white = decoded
-    same = (black == white).reshape(black.shape[0], -1).all(axis=1)
-    rows = int(np.argmin(same)) if not same.all() else len(same)
-    return min(image.size[1], int(rows * scale))
-
-
-def _orientation(image):
-    """The EXIF orientation tag of an open image (1 is upright), or None."""
-    try:
-        return image.getexif().get(0x0112)
-    except Exception:  # damaged EXIF: Pillow's exif_transpose ignores it too
-        return None
-
-
-@contextlib.contextmanager
-def _opening(path, what):
-    """Turn the system's refusals to open ``path`` into CodecErrors that name it.
-
-    ``what`` says what the file should have been ("an image", "a codebook").
-    """
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _PATH_ERRORS:
-            raise  # not about the path: a damaged file, reported by the caller
-        raise CodecError(f"{path}: {_path_problem(path, exc, what)}") from None
-
-
-def _check_input_path(path, what):
-    """Refuse a path that names no regular file, saying what it is instead.
-
-    A device or a pipe is refused before it is opened: reading /dev/zero or a
-    FIFO could never end.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise CodecError(f"{path}: {_path_problem(path, exc, what)}") from None
-    if stat.S_ISDIR(mode):
-        raise CodecError(f"{path}: is a directory, not {what}")
-    if not stat.S_ISREG(mode):
-        raise CodecError(f"{path}: not a regular file, so not {what}")
-
-
-def _path_problem(path, exc, what="a file"):
-    """What is wrong with ``path``, from the OSError the system gave for it."""
-    if exc.errno == errno.ENOENT:
-        return "no such file"
-    if exc.errno == errno.EISDIR:
-        return f"is a directory, not {what}"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if exc.errno == errno.ENOTDIR:
-        file = _file_used_as_folder(path)
-        return (f"not a directory: {file} is a file, not a folder" if file
-                else "not a directory: a part of the path is a file, not a folder")
-    if exc.errno == errno.ELOOP:
-        return "too many levels of symbolic links (a link that leads back to itself)"
-    if exc.errno == errno.ENAMETOOLONG:
-        return (f"file name too long (at most {_NAME_MAX} bytes a name and "
-                f"{_PATH_MAX} bytes a path)")
-    return exc.strerror or str(exc)
-
-
-_PATH_ERRORS = {errno.ENOENT, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOTDIR,
-                errno.ELOOP, errno.ENAMETOOLONG}
-# The usual limits (Linux, macOS): quoted in the message, not enforced here.
-_NAME_MAX, _PATH_MAX = 255, 4096
-
-
-def _file_used_as_folder(path):
-    """The first part of ``path`` that is a file where a folder should be, or None."""
-    parts = os.path.normpath(path).split(os.sep)
-    for end in range(1, len(parts) + 1):
-        prefix = os.sep.join(parts[:end]) or os.sep
-        if os.path.isfile(prefix) and (end < len(parts) or path.endswith(("/", os.sep))):
-            return prefix
-    return None
-
-
-def _too_many_pixels(exc):
-    """The message for an image beyond Pillow's decompression-bomb limit."""
-    found = re.search(r"\((\d+) pixels\)", str(exc))
-    size = f"{int(found.group(1)):,} pixels is" if found else "the image is"
-    return (f"{size} more than the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
-            "(Pillow's guard against decompression bombs)")
-
-
-def _as_pixels(image, rawmode=None, notes=None, path=None):
-    """The pixel array of an open Pillow image, as :func:`read_image` defines it.
-
-    ``rawmode`` is how the file stores the pixels (the image's tile before
-    loading): Pillow 10 opens 16-bit grey PNGs as 32-bit ``I``, which must be
-    scaled like ``I;16``.  A 32-bit or float image with values outside 0..255
-    is clipped, and a line appended to ``notes`` says how many pixels were.
-    """
-    mode = image.mode
-    if mode.startswith("I;16") or (mode == "I" and ";16" in (rawmode or "")):
-        wide = np.asarray(image).astype(np.float64)
-        return np.rint(wide / 257.0).astype(np.uint8)
-    if mode in ("I", "F") and notes is not None:
-        _note_clipped(np.asarray(image), mode, notes, path)
-    if mode in ("L", "LA", "RGB", "RGBA"):
-        target = mode
-    elif mode == "PA" or (mode == "P" and "transparency" in image.info):
-        target = "RGBA"
-    elif mode in ("1", "I", "F"):
-        target = "L"
-    else:
-        target = "RGB"
-    return np.asarray(image if mode == target else image.convert(target))
-
-
-def _note_clipped(values, mode, notes, path):
-    """Append a note if some of a 32-bit or float image's values lie outside 0..255."""
-    outside = int(np.count_nonzero(~((values >= 0) & (values <= 255))))  # NaN too
-    if outside:
-        kind = "32-bit integer" if mode == "I" else "floating-point"
-        notes.append(f"{path}: {outside:,} of {values.size:,} pixels of this {kind} image "
-                     "lie outside 0..255 and were clipped to it")
-
-
-def _rawmode(tile):
-    """How the first tile of an unloaded image stores its pixels (``"RGB;16B"``), or None."""
-    if not tile:
-        return None
-    args = tile[0][3]
-    if isinstance(args, tuple):
-        args = args[0] if args else None
-    return args if isinstance(args, str) else None
-
-
-@contextlib.contextmanager
-def _png_text_limits_raised():
-    """Let Pillow read PNGs with big metadata (an ICC profile, zTXt or iTXt text).
-
-    Pillow refuses a compressed PNG chunk that inflates past 1 MB
-    (``PngImagePlugin.MAX_TEXT_CHUNK``) as a possible zip bomb, so a photo with
-    a 2 MB ICC profile would not read.  While reading, one chunk may inflate to
-    ``_PNG_CHUNK_LIMIT`` and all text together to ``_PNG_TEXT_LIMIT``: still
-    bounded, far below what a bomb would need to hurt.
-    """
-    saved = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
-    PngImagePlugin.MAX_TEXT_CHUNK = max(saved[0], _PNG_CHUNK_LIMIT)
-    PngImagePlugin.MAX_TEXT_MEMORY = max(saved[1], _PNG_TEXT_LIMIT)
-    try:
-        yield
+        with warnings.catch_warnings():  # on metadata Pillow ignores, and sizes checked here
+            warnings.simplefilter("ignore")
+            # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk.
+            PngImagePlugin.MAX_TEXT_CHUNK = max(saved, 64 << 20)
+            with _open_image(path) as image:
+                return _upright_pixels(path, image, [] if notes is None else notes)
+    except UnidentifiedImageError:
+        raise CodecError(f"{path}: {_unreadable(path)}") from None
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise CodecError(f"{path}: {_too_many_pixels(found and int(found.group(1)))}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError,
+            struct.error) as exc:  # how Pillow's decoders report damaged data
+        _raise_if_path_problem(path, exc, "an image")
+        raise CodecError(f"{path}: {_DAMAGED} ({exc})") from None
     finally:
-        PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = saved
+        PngImagePlugin.MAX_TEXT_CHUNK = saved
 
 
-_PNG_CHUNK_LIMIT = 64 << 20
-_PNG_TEXT_LIMIT = 256 << 20
+def _open_image(path):
+    """``Image.open`` restricted to the raster formats; HEIF through pillow_heif."""
+    with open(path, "rb") as handle:
+        start = handle.read(12)
+    if start[4:8] != b"ftyp" or start[8:12] not in _HEIF_BRANDS:
+        Image.init()  # loads every plugin, so OPEN lists each reader this Pillow has
+        return Image.open(path, formats=[name for name in READ_FORMATS if name in Image.OPEN])
+    try:
+        import pillow_heif
+    except ImportError:
+        raise CodecError(f"{path}: a HEIC/HEIF photo, which Pillow reads only with the "
+                         "pillow-heif plugin: pip install pillow-heif, or save it as JPEG "
+                         "(iPhone: Settings > Camera > Formats > Most Compatible)") from None
+    return pillow_heif.open_heif(path, convert_hdr_to_8bit=True).to_pillow()
+
+
+def _upright_pixels(path, image, notes):
+    """The pixels of an open image, upright per its EXIF orientation (with a note)."""
+    width, height = image.size
+    if width * height > max_pixels():  # Pillow itself only warns below twice its limit
+        raise CodecError(f"{path}: {_too_many_pixels(width * height)}")
+    orientation = image.getexif().get(0x0112)  # the EXIF Orientation tag
+    image.load()
+    # Pillow before 10.3 opens a 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
+    sixteen_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+    if orientation in range(2, 9):
+        image = ImageOps.exif_transpose(image)
+        notes.append(f"{path} was turned upright per its EXIF orientation {orientation}: "
+                     f"stored as {width}x{height}, read as {image.width}x{image.height}")
+    if sixteen_bit:
+        return np.rint(np.asarray(image) / 257.0).astype(np.uint8)
+    if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
+        return np.asarray(image.convert("RGBA"))
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(image)
+    # Pillow's conversion of 32-bit grey ("I", "F") to "L" clips to 0..255.
+    return np.asarray(image.convert("L" if image.mode in ("1", "I", "F") else "RGB"))
+
+
+def _unreadable(path):
+    """Why Pillow's raster formats do not read ``path``: another format, or none."""
+    try:
+        with Image.open(path) as image:  # only to name the format: nothing is decoded
+            fmt = image.format
+    except Exception:  # a probe: whatever Pillow raises means "no format it knows"
+        return "not an image file Pillow can read"
+    return (f"its format is {fmt}; hw2 reads only raster image formats (PNG, JPEG, TIFF, WebP, "
+            "...), never one that needs another program to draw it: convert it to PNG first")
+
+
+def max_pixels():
+    """The most pixels an image may have: Pillow's decompression-bomb limit (or its default)."""
+    return Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def _too_many_pixels(n_pixels):
+    """The message for an image beyond the pixel limit."""
+    return (f"{f'{n_pixels:,} pixels is' if n_pixels else 'the image is'} more than the limit "
+            f"of {max_pixels():,} pixels (Pillow's guard against decompression bombs)")
+
+
+def looks_like_image(path):
+    """Whether the regular file at ``path`` opens as an image hw2 reads (header only)."""
+    try:
+        with _open_image(path) if os.path.isfile(path) else contextlib.nullcontext() as image:
+            return image is not None  # a FIFO or device is not opened: it could block
+    except Exception:  # a probe: whatever Pillow raises means "not an image"
+        return False
+
+
+# ---------------------------------------------------------------- writing images
+
+# What each output format keeps: the modes it stores exactly (P: a palette, I;16: 16-bit
+# grey), the largest width or height it holds, and Image.save's options.  Measured by
+# writing each mode and reading it back (docs/images.md).  Decoded images are 8-bit L,
+# LA, RGB or RGBA; a mode the format lacks is converted: LA to RGBA, alpha composited on
+# white (GIF: kept as one transparent index when it is only 0 or 255), L to RGB.
+_JPEG = ("JPEG", "L RGB", 65_500, {"quality": JPEG_QUALITY})
+_OUTPUTS = {
+    ".png": ("PNG", "L LA RGB RGBA P I;16", 0, {}),
+    ".tif": ("TIFF", "L LA RGB RGBA P I;16", 0, {}),
+    ".webp": ("WEBP", "RGB RGBA", 16_383, {"lossless": True, "exact": True}),
+    ".gif": ("GIF", "L RGB P", 0, {}),  # RGB through Pillow's quantizer: 256 colours
+    ".bmp": ("BMP", "L RGB P", 0, {}),
+    ".jpg": _JPEG, ".jpeg": _JPEG,
+    ".mpo": ("MPO",) + _JPEG[1:],
+    ".pdf": ("PDF",) + _JPEG[1:],  # stored as JPEG
+    ".jp2": ("JPEG2000", "L LA RGB RGBA", 0, {}),
+    ".tga": ("TGA", "L LA RGB RGBA", 0, {}),
+    ".ico": ("ICO", "L LA RGB RGBA", 256, {}),
+    ".ppm": ("PPM", "L RGB", 0, {}),
+    ".pgm": ("PPM", "L", 0, {}),
+    ".pcx": ("PCX", "L RGB", 0, {}),
+}
+_OUTPUTS[".tiff"] = _OUTPUTS[".tif"]
+
+
+def image_format_for(path):
+    """The Pillow format that ``path``'s extension names (``"PNG"``), if hw2 writes it."""
+    return _output_for(path)[0]
+
+
+def _output_for(path):
+    """``(format, modes, max_side, options)`` for ``path``'s extension, or CodecError."""
+    _check_output_name(path)  # a wrong name ("x.png/", a loop) has no meaningful extension
+    ext = os.path.splitext(path)[1].lower()
+    Image.init()  # loads every plugin, so SAVE lists each writer this Pillow has
+    if ext in _OUTPUTS and _OUTPUTS[ext][0] in Image.SAVE:
+        return _OUTPUTS[ext]
+    raise CodecError(f"{path}: " + (f"hw2 cannot write images with extension {ext!r}" if ext
+                                    else "no file extension to choose an image format")
+                     + f" (use {', '.join(sorted(_OUTPUTS))})")
 
 
 def write_image(path, pixels):
-    """Write pixels to ``path`` in the format its extension names.
+    """Write pixels to ``path`` in the format its extension names (see ``_OUTPUTS``).
 
-    The image is encoded in memory first, so no encoder ever meets a full
-    disk; the bytes are then written beside ``path`` and moved into place, so
-    the file appears whole or not at all.  Alpha is kept where the format
-    holds it exactly (checked by a round trip in memory); otherwise the image
-    is composited on white.  GIF holds one fully transparent colour and no
-    partial alpha: an image whose alpha is only 0 and 255, with at most 255
-    visible colours, goes to GIF exactly (its transparent pixels become that
-    colour); any other image with alpha goes to GIF composited.  Grey
-    goes out as RGB to a format without grey.  JPEG and MPO are saved at
-    quality 95, WebP losslessly, ICO at the image's own size.  Refused before
-    anything is written: a size the format cannot hold (JPEG and PDF: 65,500
-    pixels a side; WebP: 16,383; an ICO icon: 256), a writer that would store
-    another size (ICNS), AVIF (Pillow cannot write it losslessly), and colour
-    (or grey) images to ``.pgm`` (or ``.pbm``), whose names promise grey (or
-    black and white).
+    Refused before anything is written: a size the format cannot hold, and
+    colour to ``.pgm``.  The image is encoded in memory (so no encoder meets a
+    full disk), then written beside ``path`` and moved into place.
 
     Parameters
     ----------
@@ -532,248 +229,71 @@ def write_image(path, pixels):
     Returns
     -------
     bool
-        True when the alpha channel was composited away.
+        True when the alpha channel was composited away (on white).
     """
-    fmt = image_format_for(path)
+    fmt, modes, max_side, options = _output_for(path)
+    modes = modes.split()
     image = Image.fromarray(pixels)
-    _check_size_for_format(path, fmt, image.size)
-    options = dict(_SAVE_OPTIONS.get(fmt, {}))
-    if fmt == "ICO":  # Pillow's default: only the standard icon sizes that fit inside it
-        options = {"sizes": [image.size]}
-    flattened = False
-    if image.mode in ("LA", "RGBA") and not _keeps(fmt, image.mode):
-        palette_image = _gif_with_transparency(image) if fmt == "GIF" else None
-        if image.mode == "LA" and _keeps(fmt, "RGBA"):
-            image = image.convert("RGBA")
-        elif palette_image is not None:
-            image = palette_image
-            options = {"transparency": image.info["transparency"]}
-        else:
-            image, flattened = _on_white(image), True
-    if image.mode == "L" and not _can_write(fmt, "L"):
+    if max_side and max(image.size) > max_side:
+        raise CodecError(f"{path}: {fmt} holds at most {max_side:,} pixels a side, this image "
+                         f"is {image.width}x{image.height}; use .png or .tif")
+    options = dict(options, **({"sizes": [image.size]} if fmt == "ICO" else {}))
+    if image.mode == "LA" and "LA" not in modes and "RGBA" in modes:
+        image = image.convert("RGBA")
+    composited = image.mode in ("LA", "RGBA") and image.mode not in modes
+    indexed = _gif_with_transparency(image) if composited and fmt == "GIF" else None
+    if indexed is not None:
+        image, options, composited = indexed, {"transparency": indexed.info["transparency"]}, False
+    elif composited:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba).convert("L" if image.mode == "LA" else "RGB")
+    if image.mode == "L" and "L" not in modes:
         image = image.convert("RGB")
-    image = _netpbm_image(path, image)
-    encoded = _encode(image, path, fmt, options)
-    _check_written_size(encoded, path, fmt, image.size)
+    if image.mode not in modes:
+        raise CodecError(f"{path}: a .pgm file holds grey images only, this one is "
+                         f"{image.mode}; use .ppm or .png")
+    encoded = _encode(path, image, fmt, options)
     _atomic_write(path, lambda handle: handle.write(encoded))
-    return flattened
-
-
-_SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "MPO": {"quality": JPEG_QUALITY},
-                 "WEBP": {"lossless": True, "exact": True}}
-_ICO_MAX_SIDE = 256
-# Largest width or height each format's encoder takes (libjpeg: 65,500; PDF
-# stores grey and colour as JPEG; libwebp: 16,383); beyond, libjpeg prints its
-# own line on stderr before failing.
-_MAX_SIDE = {"JPEG": 65_500, "MPO": 65_500, "PDF": 65_500, "WEBP": 16_383}
+    return composited
 
 
 def _gif_with_transparency(image):
-    """An ``LA`` or ``RGBA`` image as a palette image with one transparent colour.
+    """An ``LA`` or ``RGBA`` image as a palette image whose last entry is transparent.
 
     None when that would change it: some alpha is neither 0 nor 255, or
-    there are more than 255 visible colours (the last entry is the
-    transparent one).
+    there are more than 255 visible colours.
     """
     rgba = np.asarray(image.convert("RGBA"))
-    alpha = rgba[..., 3]
-    if not np.isin(alpha, (0, 255)).all():
+    visible = rgba[..., 3] == 255
+    if not (visible | (rgba[..., 3] == 0)).all():
         return None
-    visible = alpha == 255
     colours, index = np.unique(rgba[visible][:, :3], axis=0, return_inverse=True)
     if len(colours) > 255:
         return None
-    indices = np.full(alpha.shape, len(colours), dtype=np.uint8)
+    indices = np.full(visible.shape, len(colours), dtype=np.uint8)
     indices[visible] = index.reshape(-1)
-    palette_image = Image.frombytes("P", image.size, indices.tobytes())
-    palette_image.putpalette(np.vstack([colours, [[0, 0, 0]]]).astype(np.uint8).tobytes())
-    palette_image.info["transparency"] = len(colours)
-    return palette_image
+    indexed = Image.frombytes("P", image.size, indices.tobytes())
+    indexed.putpalette(np.vstack([colours, [[0, 0, 0]]]).astype(np.uint8).tobytes())
+    indexed.info["transparency"] = len(colours)
+    return indexed
 
 
-def _check_size_for_format(path, fmt, size):
-    """Refuse an image larger than ``fmt`` can hold, before encoding it."""
-    width, height = size
-    if fmt == "ICO" and max(size) > _ICO_MAX_SIDE:
-        raise CodecError(f"{path}: an .ico icon holds at most {_ICO_MAX_SIDE}x{_ICO_MAX_SIDE} "
-                         f"pixels, this image is {width}x{height}; use .png, .jpg, ...")
-    limit = _MAX_SIDE.get(fmt)
-    if limit is not None and max(size) > limit:
-        raise CodecError(f"{path}: {fmt} holds at most {limit:,} pixels a side, this image "
-                         f"is {width}x{height}; use .png or .tif")
-
-
-def _netpbm_image(path, image):
-    """The image for a ``.pbm`` (black and white) or ``.pgm`` (grey) file, or refuse.
-
-    Pillow picks the Netpbm kind from the image, not the name: a colour image
-    would go into a ``.pgm`` as a pixmap that grey-only readers reject.
-    """
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".pbm", ".pgm"):
-        return image
-    if image.mode != "L":
-        raise CodecError(f"{path}: a {ext} file holds a {_NETPBM_KINDS[ext]} image, this one "
-                         f"is {_MODE_NAMES.get(image.mode, image.mode)}; use .ppm or .png")
-    if ext == ".pgm":
-        return image
-    levels = np.unique(np.asarray(image))
-    if not np.isin(levels, (0, 255)).all():
-        raise CodecError(f"{path}: a .pbm file holds a black-and-white image, this one has "
-                         f"{len(levels)} grey levels; use .pgm or .png")
-    return image.convert("1")
-
-
-_NETPBM_KINDS = {".pbm": "black-and-white", ".pgm": "grey"}
-_MODE_NAMES = {"RGB": "colour (RGB)", "RGBA": "colour with alpha (RGBA)",
-               "LA": "grey with alpha"}
-
-
-def _check_written_size(encoded, path, fmt, size):
-    """Refuse an encoding whose format stored the image at another size (icons do)."""
-    try:
-        with Image.open(io.BytesIO(encoded)) as written:
-            written_size = written.size
-    except Exception:  # a format Pillow writes but cannot read back (PDF, EPS): trust it
-        return
-    if written_size != size:
-        raise CodecError(f"{path}: Pillow's {fmt} writer would store this {size[0]}x{size[1]} "
-                         f"image as {written_size[0]}x{written_size[1]}; use .png, .jpg, ...")
-
-
-def _encode(image, path, fmt, options):
-    """The bytes of ``image`` saved as ``fmt``; what a C library prints is kept quiet."""
+def _encode(path, image, fmt, options):
+    """The bytes of ``image`` saved as ``fmt``."""
     buffer = io.BytesIO()
-    with _stderr_captured() as captured:
-        try:
-            image.save(buffer, format=fmt, **options)
-        except (ValueError, KeyError, OSError, OverflowError, struct.error) as exc:
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system
-            # Pillow's writers refuse a size or mode their format cannot hold with these.
-            width, height = image.size
-            said = captured.text()
-            raise CodecError(f"{path}: Pillow cannot write this {width}x{height} {image.mode} "
-                             f"image as {fmt} ({exc}{'; ' + said if said else ''})") from None
+    try:
+        image.save(buffer, format=fmt, **options)
+    except (ValueError, OSError, KeyError, OverflowError, struct.error) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system said
+        # Encoders report running out of memory as their own errors ("encoding error 1",
+        # "quantization error"): when 8 more copies of the image (4 bytes a pixel in Pillow)
+        # no longer fit, that was it (libwebp's lossless encoder needs about that many).
+        np.empty(32 * image.width * image.height, np.uint8)
+        raise CodecError(f"{path}: Pillow cannot write this {image.width}x{image.height} "
+                         f"{image.mode} image as {fmt} ({exc})") from None
     return buffer.getvalue()
-
-
-class _Captured:
-    """What was written on file descriptor 2 while it was captured."""
-
-    def __init__(self, file):
-        self.file = file
-
-    def text(self):
-        if self.file is None:
-            return ""
-        self.file.seek(0)
-        return " ".join(self.file.read(_CAPTURE_LIMIT).decode("utf-8", "replace").split())
-
-
-_CAPTURE_LIMIT = 4096
-
-
-@contextlib.contextmanager
-def _stderr_captured():
-    """Send file descriptor 2 to a temporary file (libjpeg prints there directly).
-
-    Yields a :class:`_Captured`; when fd 2 is closed or cannot be moved, or
-    no temporary file can be made (a full disk), nothing is captured and
-    nothing changes.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:
-        saved = None
-    try:
-        file = tempfile.TemporaryFile() if saved is not None else None
-    except OSError:
-        file = None
-    if file is None:
-        if saved is not None:
-            os.close(saved)
-        yield _Captured(None)
-        return
-    with contextlib.suppress(Exception):
-        sys.stderr.flush()
-    try:
-        os.dup2(file.fileno(), 2)
-        yield _Captured(file)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        file.close()
-
-
-def image_format_for(path):
-    """The Pillow format that ``path``'s extension names, if Pillow can write it.
-
-    Parameters
-    ----------
-    path : str
-
-    Returns
-    -------
-    str
-        The format name, e.g. ``"PNG"``.
-    """
-    _check_output_name(path)  # a wrong name ("x.png/", a loop) has no meaningful extension
-    Image.init()
-    ext = os.path.splitext(path)[1].lower()
-    if not ext:
-        raise CodecError(f"{path}: no file extension to choose an image format "
-                         "(use .png, .jpg, ...)")
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None or not (_can_write(fmt, "RGB") or _can_write(fmt, "L")):
-        raise CodecError(f"{path}: Pillow cannot write images with extension {ext!r} "
-                         "(use .png, .jpg, ...)")
-    if fmt == "AVIF":
-        raise CodecError(f"{path}: Pillow cannot write AVIF without changing the colours "
-                         "(no lossless mode); use .png or .webp (written losslessly)")
-    return fmt
-
-
-@functools.lru_cache(maxsize=None)
-def _can_write(fmt, mode):
-    """Whether Pillow saves a ``mode`` image as ``fmt``: tried on one pixel in memory."""
-    if fmt not in Image.SAVE:
-        return False
-    try:
-        Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt)
-    except Exception:  # a probe: whatever the plugin raises means "cannot"
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=None)
-def _keeps(fmt, mode):
-    """Whether a ``mode`` image saved as ``fmt`` reads back exactly, alpha included.
-
-    Tried in memory on a few pixels with partial alpha.  A format Pillow
-    cannot read back (PDF, EPS) does not count as keeping anything.
-    """
-    shape = (4, 5) if mode == "L" else (4, 5, len(mode))
-    probe = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
-    buffer = io.BytesIO()
-    try:
-        Image.fromarray(probe, mode=mode).save(buffer, format=fmt,
-                                               **_SAVE_OPTIONS.get(fmt, {}))
-        with Image.open(io.BytesIO(buffer.getvalue())) as back:
-            has_alpha = back.mode in ("LA", "RGBA", "PA") or "transparency" in back.info
-            if has_alpha != mode.endswith("A"):
-                return False
-            return np.array_equal(np.asarray(back.convert(mode)), probe)
-    except Exception:  # a probe: whatever the plugin raises means "no"
-        return False
-
-
-def _on_white(image):
-    """Composite an ``LA`` or ``RGBA`` image on a white background."""
-    rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    flat = Image.alpha_composite(white, rgba).convert("RGB")
-    return flat.convert("L") if image.mode == "LA" else flat
 
 
 # ---------------------------------------------------------------- colours
@@ -781,12 +301,10 @@ def _on_white(image):
 def distinct_colours(pixels):
     """The distinct rows of a pixel array, how often each occurs, and where.
 
-    Each pixel is packed into one integer key: its bytes as they are for up
-    to three channels; for four, each value is replaced by its rank among
-    that channel's distinct values, so the key space is the product of those
-    counts.  When that space is small enough
-    the keys present are marked in a table and a lookup table maps each
-    pixel back to its colour (linear time); otherwise the keys are sorted.
+    Each pixel is packed into one integer key, its bytes side by side.  When
+    the key space is small enough (up to three channels) the keys present
+    are marked in a table and a lookup table maps each pixel back to its
+    colour (linear time); otherwise the keys are sorted (``np.unique``).
 
     Parameters
     ----------
@@ -802,30 +320,11 @@ def distinct_colours(pixels):
         Index into ``colours`` of each pixel: ``colours[inverse] == pixels``.
     """
     n_pixels, n_channels = pixels.shape
-    if n_channels <= 3:
-        # Up to 2**24 keys: pack the bytes as they are, without ranking the levels.
-        levels = [np.arange(256, dtype=np.uint8)] * n_channels
-        keys = pixels[:, 0].astype(np.int32)
-        for c in range(1, n_channels):
-            keys <<= 8
-            keys |= pixels[:, c]
-        return _distinct_keys(keys, 256 ** n_channels, levels, n_pixels)
-    keys = np.zeros(n_pixels, dtype=np.int64)
-    levels = []
-    space = 1
-    for c in range(n_channels):
-        present = np.flatnonzero(np.bincount(pixels[:, c], minlength=256))
-        rank = np.zeros(256, dtype=keys.dtype)
-        rank[present] = np.arange(len(present))
-        keys *= len(present)
-        keys += rank[pixels[:, c]]
-        levels.append(present.astype(np.uint8))
-        space *= len(present)
-    return _distinct_keys(keys, space, levels, n_pixels)
-
-
-def _distinct_keys(keys, space, levels, n_pixels):
-    """:func:`distinct_colours` from the pixels' keys, which lie in ``range(space)``."""
+    keys = pixels[:, 0].astype(np.int32 if n_channels <= 3 else np.int64)
+    for c in range(1, n_channels):
+        keys <<= 8
+        keys |= pixels[:, c]
+    space = 256 ** n_channels
     if space <= min(_BINCOUNT_LIMIT, 8 * n_pixels + _BINCOUNT_FLOOR):
         present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
         for rows in _row_blocks(n_pixels):
@@ -841,7 +340,15 @@ def _distinct_keys(keys, space, levels, n_pixels):
             counts += np.bincount(inverse[rows], minlength=len(used))
     else:
         used, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    return _unpack(used, levels), counts, inverse.reshape(-1)
+    shifts = 8 * np.arange(n_channels - 1, -1, -1)
+    return (used[:, None] >> shifts & 255).astype(np.uint8), counts, inverse.reshape(-1)
+
+
+# Largest key space handled with tables: 2**24 keys (3 bytes) take a 16 MiB presence
+# table and a 64 MiB lookup table; and only when it is not much larger than the image:
+# sorting a small image's keys is faster than sweeping tables of 16 million entries.
+_BINCOUNT_LIMIT = 1 << 24
+_BINCOUNT_FLOOR = 1 << 16
 
 
 def take(table, index):
@@ -865,29 +372,9 @@ def take(table, index):
     return out
 
 
-def _row_blocks(n_rows):
-    """Slices of at most ``_BLOCK_ROWS`` rows covering ``range(n_rows)``."""
-    return [slice(start, start + _BLOCK_ROWS) for start in range(0, n_rows, _BLOCK_ROWS)]
-
-
-_BLOCK_ROWS = 1 << 21
-
-# Largest key space handled with tables: 2**24 keys (3 bytes) take a 16 MiB presence
-# table and a 64 MiB lookup table.
-_BINCOUNT_LIMIT = 1 << 24
-# ... and only when it is not much larger than the image: sorting a small image's
-# keys is faster than sweeping tables of 16 million entries.
-_BINCOUNT_FLOOR = 1 << 16
-
-
-def _unpack(keys, levels):
-    """Colours (uint8, shape (len(keys), len(levels))) of mixed-radix keys."""
-    colours = np.empty((len(keys), len(levels)), dtype=np.uint8)
-    rest = np.asarray(keys, dtype=np.int64)
-    for c in range(len(levels) - 1, -1, -1):
-        rest, rank = np.divmod(rest, len(levels[c]))
-        colours[:, c] = levels[c][rank]
-    return colours
+def _row_blocks(n_rows, block=1 << 21):
+    """Slices of at most ``block`` rows covering ``range(n_rows)``."""
+    return [slice(start, start + block) for start in range(0, n_rows, block)]
 
 
 def label_dtype(n_clusters):
@@ -921,249 +408,6 @@ def reconstruction_error(colours, counts, means, labels):
     return float(counts @ distance / counts.sum())
 
 
-# ---------------------------------------------------------------- codebooks
-
-def write_codebook(path, assignments, means, img_shape):
-    """Save a codebook with ``np.savez_compressed`` at exactly ``path``.
-
-    An open file is passed to NumPy so that no ``.npz`` is appended, and the
-    file is written beside ``path`` and then moved into place, so a failed
-    run leaves any existing file untouched.
-
-    Parameters
-    ----------
-    path : str
-    assignments : ndarray of shape (n_pixels,), unsigned integer
-    means : ndarray of shape (n_clusters, n_channels), float64
-    img_shape : tuple of int
-    """
-    arrays = {"assignments": assignments, "means": np.asarray(means, dtype=np.float64),
-              "img_shape": np.asarray(img_shape, dtype=np.int64)}
-    _atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
-
-
-def read_codebook(path):
-    """Load a codebook and check that it decodes, refusing anything unsafe.
-
-    Each array's ``.npy`` header (dtype and shape) and its declared size in
-    the zip archive are checked before anything is read, so a damaged or
-    hostile file (an object array, a zip bomb, an absurd ``img_shape``) is
-    refused without allocating for it.  Codebooks of other programs are
-    accepted as long as ``means[assignments].reshape(img_shape)`` is a
-    well-defined image: integer labels of any width and shape, float or
-    integer means, grey means of shape ``(k,)`` or ``(k, 1)``; extra arrays
-    are ignored.
-
-    Parameters
-    ----------
-    path : str
-
-    Returns
-    -------
-    assignments : ndarray of integers, H * W of them
-    means : ndarray of shape (n_clusters,) or (n_clusters, n_channels), finite
-    img_shape : tuple of int
-        ``(H, W)`` or ``(H, W, C)`` with C from 1 to 4.
-    """
-    _check_input_path(path, "a codebook")
-    try:
-        with _opening(path, "a codebook"), zipfile.ZipFile(path) as archive:
-            return _read_codebook_arrays(path, archive)
-    except zipfile.BadZipFile as exc:
-        raise CodecError(f"{path}: {_not_a_zip(path, exc)}") from None
-    except NotImplementedError as exc:  # zipfile: a zip feature it lacks
-        raise CodecError(f"{path}: not a readable .npz codebook: the zip archive uses "
-                         f"a feature that cannot be read ({exc})") from None
-    except (OSError, EOFError, ValueError, zlib.error, _LZMAError) as exc:
-        raise CodecError(f"{path}: not a readable .npz codebook ({exc})") from None
-
-
-def looks_like_codebook(path):
-    """Whether the regular file at ``path`` starts like a zip archive, as codebooks do."""
-    try:
-        if not os.path.isfile(path):
-            return False
-        with open(path, "rb") as handle:
-            return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-    except OSError:
-        return False
-
-
-def looks_like_image(path):
-    """Whether Pillow recognises the regular file at ``path`` as an image (header only)."""
-    try:
-        if not os.path.isfile(path):
-            return False  # a FIFO or device could block or never end
-        with Image.open(path):
-            return True
-    except Exception:  # a probe: whatever Pillow raises means "not an image"
-        return False
-
-
-def _not_a_zip(path, exc):
-    """Why zipfile refused ``path``: damage, or a file of another kind."""
-    try:
-        with open(path, "rb") as handle:
-            start = handle.read(6)
-    except OSError:
-        start = b""
-    if start.startswith(b"PK"):
-        return f"the codebook's zip archive is damaged or truncated ({exc})"
-    if start == b"\x93NUMPY":
-        return "a single .npy array, not an .npz codebook of three arrays"
-    return "not an .npz codebook (not a zip archive)"
-
-
-def _read_codebook_arrays(path, archive):
-    """The three checked arrays of an open codebook archive (see read_codebook)."""
-    members = {}
-    for key in CODEBOOK_KEYS:
-        members[key] = _member(path, archive, key)
-    missing = [key for key, info in members.items() if info is None]
-    if missing:
-        found = sorted(name[:-4] if name.endswith(".npy") else name
-                       for name in archive.namelist())
-        listed = ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")
-        raise CodecError(f"{path}: codebook has no {', '.join(missing)} "
-                         f"(found: {listed or 'nothing'})")
-    headers = {key: _npy_header(path, archive, info) for key, info in members.items()}
-    shape_header = headers["img_shape"]
-    if shape_header.dtype.kind not in "ui" or shape_header.shape not in ((2,), (3,)):
-        raise CodecError(f"{path}: img_shape should be 2 or 3 integers, got "
-                         f"{shape_header.dtype} of shape {shape_header.shape}")
-    img_shape = _checked_img_shape(path, _npy_array(archive, members["img_shape"]))
-    _check_array_headers(path, headers["assignments"], headers["means"], img_shape)
-    assignments = _npy_array(archive, members["assignments"])
-    means = _npy_array(archive, members["means"])
-    _check_values(path, assignments, means)
-    return assignments, means, img_shape
-
-
-def _member(path, archive, key):
-    """The ZipInfo of array ``key`` (stored as ``key.npy``, or ``key``), or None."""
-    for name in (key + ".npy", key):
-        try:
-            info = archive.getinfo(name)
-        except KeyError:
-            continue
-        if info.flag_bits & 0x1:
-            raise CodecError(f"{path}: {key} is encrypted")
-        if info.compress_type not in _ZIP_METHODS:
-            raise CodecError(f"{path}: {key} uses zip compression method "
-                             f"{info.compress_type}; only stored, deflated, bzip2 and "
-                             "lzma are read")
-        return info
-    return None
-
-
-# What np.load reads (bzip2 and lzma: when Python has the bz2 and lzma modules).
-_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-
-
-class _Header(NamedTuple):
-    """What an ``.npy`` header declares."""
-
-    dtype: np.dtype
-    shape: tuple
-
-
-def _npy_header(path, archive, info):
-    """Read and check the ``.npy`` header of a zip member, not its data.
-
-    Returns
-    -------
-    _Header
-    """
-    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-    with archive.open(info) as stream:
-        try:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-        except ValueError as exc:
-            raise CodecError(f"{path}: {key} is not a NumPy array ({exc})") from None
-        header_size = stream.tell()
-    if dtype.hasobject:
-        raise CodecError(f"{path}: {key} is an object array that only unpickling could "
-                         "read; refusing to unpickle")
-    if any(n < 0 for n in shape):
-        raise CodecError(f"{path}: {key} declares the impossible shape {shape}")
-    data_size = math.prod(shape) * dtype.itemsize
-    if info.file_size != header_size + data_size:
-        raise CodecError(f"{path}: {key} unzips to {info.file_size:,} bytes but its "
-                         f"header's shape {shape} of {dtype} needs "
-                         f"{header_size + data_size:,}; the codebook is damaged")
-    return _Header(dtype, shape)
-
-
-def _npy_array(archive, info):
-    """The array stored in a zip member whose header has been checked."""
-    with archive.open(info) as stream:
-        return np.lib.format.read_array(stream, allow_pickle=False)
-
-
-def _checked_img_shape(path, img_shape):
-    """``img_shape`` as a tuple of ints, if it is a size an image can have."""
-    shape = tuple(int(n) for n in img_shape)
-    if min(shape) < 1:
-        raise CodecError(f"{path}: img_shape {shape} has a size below 1")
-    n_pixels = shape[0] * shape[1]
-    if n_pixels > max_pixels():
-        raise CodecError(f"{path}: img_shape {shape} is {n_pixels:,} pixels, more than "
-                         f"the limit of {max_pixels():,} (Pillow's decompression-bomb guard)")
-    if len(shape) == 3 and shape[2] > 4:
-        raise CodecError(f"{path}: img_shape {shape} has {shape[2]} channels; an image "
-                         "has 1 to 4")
-    return shape
-
-
-def _check_array_headers(path, assignments, means, img_shape):
-    """Check the declared assignments and means against img_shape, before reading."""
-    n_pixels = img_shape[0] * img_shape[1]
-    if assignments.dtype.kind not in "ui":
-        raise CodecError(f"{path}: assignments have type {assignments.dtype}, not integers")
-    if math.prod(assignments.shape) != n_pixels:
-        raise CodecError(f"{path}: img_shape {img_shape} is {n_pixels:,} pixels but there "
-                         f"are {math.prod(assignments.shape):,} assignments")
-    if means.dtype.kind not in "uif" or len(means.shape) not in (1, 2) or \
-            means.shape[0] == 0:
-        raise CodecError(f"{path}: means should be a non-empty numeric (k, C) array, "
-                         f"got {means.dtype} of shape {means.shape}")
-    if means.shape[0] > max(n_pixels, MAX_MEANS):
-        raise CodecError(f"{path}: {means.shape[0]:,} means for {n_pixels:,} pixels is "
-                         "more than a codebook needs; refusing to read them")
-    n_channels = means.shape[1] if len(means.shape) == 2 else 1
-    expected = img_shape[2] if len(img_shape) == 3 else 1
-    if n_channels != expected:
-        raise CodecError(f"{path}: img_shape {img_shape} does not match means of shape "
-                         f"{means.shape} ({n_channels} channel(s) per mean)")
-
-
-def _check_values(path, assignments, means):
-    """Check what only the data shows: finite means and labels that index them."""
-    if means.dtype.kind == "f" and not np.isfinite(means).all():
-        raise CodecError(f"{path}: means contain NaN or infinity")
-    low, high = int(assignments.min()), int(assignments.max())
-    if low < 0 or high >= len(means):
-        raise CodecError(f"{path}: assignments range over {low}..{high} but there are "
-                         f"{len(means)} means (valid labels are 0..{len(means) - 1})")
-
-
-def max_pixels():
-    """The most pixels an image may have: Pillow's decompression-bomb limit."""
-    return Image.MAX_IMAGE_PIXELS or _DEFAULT_MAX_PIXELS
-
-
-# Pillow's default limit, used if a caller sets Image.MAX_IMAGE_PIXELS to None.
-_DEFAULT_MAX_PIXELS = 89_478_485
-# Codebooks may hold unused means: up to this many, or one per pixel.
-MAX_MEANS = 1 << 16
-
-
 def decode(assignments, means, img_shape):
     """Rebuild the image: ``clip(rint(means[assignments]))`` as uint8.
 
@@ -1179,9 +423,192 @@ def decode(assignments, means, img_shape):
     """
     palette = np.clip(np.rint(np.asarray(means, dtype=np.float64)), 0, 255).astype(np.uint8)
     pixels = palette[assignments].reshape(img_shape)
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[:, :, 0]
-    return pixels
+    return pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+
+
+# ---------------------------------------------------------------- codebooks
+
+def write_codebook(path, assignments, means, img_shape):
+    """Save a codebook with ``np.savez_compressed`` at exactly ``path`` (no ``.npz`` added).
+
+    Parameters
+    ----------
+    path : str
+    assignments : ndarray of shape (n_pixels,), unsigned integer
+    means : ndarray of shape (n_clusters, n_channels), float64
+    img_shape : tuple of int
+    """
+    arrays = {"assignments": assignments, "means": np.asarray(means, dtype=np.float64),
+              "img_shape": np.asarray(img_shape, dtype=np.int64)}
+    _atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
+
+
+def read_codebook(path):
+    """Load a codebook with ``np.load(allow_pickle=False)``, refusing anything unsafe.
+
+    First, with nothing but headers inflated: each member's ``.npy`` header
+    must declare a plain dtype and a shape whose size is the member's size in
+    the zip directory, ``img_shape`` an image within :func:`max_pixels`, and
+    the other two must fit it.  So a damaged or hostile file (an object
+    array, a zip bomb, an absurd header or shape) costs no memory.  Codebooks
+    of other programs are read when ``means[assignments].reshape(img_shape)``
+    is an image: integer labels of any width and shape, float or integer
+    means, grey means of shape ``(k,)`` or ``(k, 1)``; extra arrays are ignored.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    assignments : ndarray of integers, H * W of them
+    means : ndarray of shape (n_clusters,) or (n_clusters, n_channels), float64, finite
+    img_shape : tuple of int
+        ``(H, W)`` or ``(H, W, C)`` with C from 1 to 4.
+    """
+    _check_input_path(path, "a codebook")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            headers = {key: _npy_header(path, archive, key) for key in CODEBOOK_KEYS}
+            missing = [key for key, header in headers.items() if header is None]
+            found = sorted(re.sub(r"\.npy$", "", name) for name in archive.namelist())
+        if missing:
+            listed = ", ".join(found[:10]) + (", ..." if found[10:] else "")
+            raise CodecError(f"{path}: codebook has no {', '.join(missing)} "
+                             f"(found: {listed or 'nothing'})")
+        dtype, shape = headers["img_shape"]
+        if dtype.kind not in "ui" or shape not in ((2,), (3,)):
+            raise CodecError(f"{path}: img_shape should be 2 or 3 integers, got {dtype} of "
+                             f"shape {shape}")
+        with np.load(path, allow_pickle=False) as arrays:
+            img_shape = _checked_img_shape(path, arrays["img_shape"])
+            _check_array_headers(path, headers["assignments"], headers["means"], img_shape)
+            assignments, means = arrays["assignments"], arrays["means"]
+    except zipfile.BadZipFile as exc:
+        raise CodecError(f"{path}: {_not_a_zip(path, exc)}") from None
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error,
+            LZMAError) as exc:  # RuntimeError: an encrypted member
+        _raise_if_path_problem(path, exc, "a codebook")
+        raise CodecError(f"{path}: not a readable .npz codebook ({exc})") from None
+    return assignments, _checked_means(path, assignments, means), img_shape
+
+
+# What np.load reads (bzip2 and lzma: when Python has the bz2 and lzma modules).
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+_NPY_HEADER_MAX = 10_000  # np.load's own limit on a header's length (max_header_size)
+_HEADER_LIMIT = ({"max_header_size": _NPY_HEADER_MAX} if "max_header_size" in
+                 inspect.signature(np.lib.format.read_array_header_1_0).parameters else {})
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npy_header(path, archive, key):
+    """``(dtype, shape)`` of member ``key``'s ``.npy`` header, checked; None if absent.
+
+    np.load reads ``key`` from the member ``key`` or ``key.npy``; an archive
+    holding both is refused, as readers differ on which one is meant.  At most
+    the longest header np.load accepts is inflated.
+    """
+    names = [name for name in (key, key + ".npy") if name in archive.namelist()]
+    if len(names) == 2:
+        raise CodecError(f"{path}: holds both {key} and {key}.npy; refusing to guess which "
+                         "is the codebook's")
+    if not names:
+        return None
+    info = archive.getinfo(names[0])
+    if info.compress_type not in _ZIP_METHODS:
+        raise CodecError(f"{path}: {key} uses zip compression method {info.compress_type}; "
+                         "only stored, deflated, bzip2 and lzma are read")
+    with archive.open(info) as stream:
+        head = io.BytesIO(stream.read(8 + 4 + _NPY_HEADER_MAX))
+    try:
+        version = np.lib.format.read_magic(head)
+        if version not in _HEADER_READERS:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, _, dtype = _HEADER_READERS[version](head, **_HEADER_LIMIT)
+    except ValueError as exc:
+        raise CodecError(f"{path}: {key} is not a NumPy array "
+                         f"({' '.join(str(exc).split())[:200]})") from None
+    if dtype.hasobject:
+        raise CodecError(f"{path}: {key} is an object array that only unpickling could read; "
+                         "refusing to unpickle")
+    needed = head.tell() + math.prod(shape) * dtype.itemsize
+    if info.file_size != needed:
+        raise CodecError(f"{path}: {key} unzips to {info.file_size:,} bytes but its header's "
+                         f"shape {shape} of {dtype} needs {needed:,}; the codebook is damaged")
+    return dtype, shape
+
+
+def _checked_img_shape(path, img_shape):
+    """``img_shape`` as a tuple of ints, if it is a size an image can have."""
+    shape = tuple(int(n) for n in img_shape)
+    if min(shape) < 1:
+        raise CodecError(f"{path}: img_shape {shape} has a size below 1")
+    if shape[0] * shape[1] > max_pixels():
+        raise CodecError(f"{path}: img_shape {shape} is {shape[0] * shape[1]:,} pixels, more "
+                         f"than the limit of {max_pixels():,} (Pillow's decompression-bomb guard)")
+    if len(shape) == 3 and shape[2] > 4:
+        raise CodecError(f"{path}: img_shape {shape} has {shape[2]} channels; an image has 1 to 4")
+    return shape
+
+
+def _check_array_headers(path, assignments, means, img_shape):
+    """Check the declared ``(dtype, shape)`` of assignments and means against img_shape."""
+    (labels_type, labels_shape), (means_type, means_shape) = assignments, means
+    n_pixels, n_labels = img_shape[0] * img_shape[1], math.prod(labels_shape)
+    if labels_type.kind not in "ui":
+        raise CodecError(f"{path}: assignments have type {labels_type}, not integers")
+    if n_labels != n_pixels:
+        raise CodecError(f"{path}: img_shape {img_shape} is {n_pixels:,} pixels but there are "
+                         f"{n_labels:,} assignments")
+    if means_type.kind not in "uif" or len(means_shape) not in (1, 2) or means_shape[0] == 0:
+        raise CodecError(f"{path}: means should be a non-empty numeric (k, C) array, got "
+                         f"{means_type} of shape {means_shape}")
+    if means_shape[0] > max(n_pixels, MAX_MEANS):
+        raise CodecError(f"{path}: {means_shape[0]:,} means for {n_pixels:,} pixels is more "
+                         "than a codebook needs; refusing to read them")
+    n_channels = means_shape[1] if len(means_shape) == 2 else 1
+    if n_channels != (img_shape[2] if len(img_shape) == 3 else 1):
+        raise CodecError(f"{path}: img_shape {img_shape} does not match means of shape "
+                         f"{means_shape} ({n_channels} channel(s) per mean)")
+
+
+def _checked_means(path, assignments, means):
+    """``means`` as float64, once they are finite and the labels index them.
+
+    A long double beyond float64's range is refused like infinity: comparing
+    it, unlike casting it, warns of nothing.
+    """
+    if means.dtype.kind == "f" and not (np.abs(means) <= np.finfo(np.float64).max).all():
+        raise CodecError(f"{path}: means contain NaN or infinity (or values beyond float64)")
+    low, high = int(assignments.min()), int(assignments.max())
+    if low < 0 or high >= len(means):
+        raise CodecError(f"{path}: assignments range over {low}..{high} but there are "
+                         f"{len(means)} means (valid labels are 0..{len(means) - 1})")
+    return means.astype(np.float64)
+
+
+def looks_like_codebook(path):
+    """Whether the regular file at ``path`` starts like a zip archive, as codebooks do."""
+    return _start(path) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _start(path, size=4):
+    """The first ``size`` bytes of the regular file at ``path`` (b"" if it cannot be read)."""
+    try:
+        with open(path, "rb") if os.path.isfile(path) else io.BytesIO() as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _not_a_zip(path, exc):
+    """Why zipfile refused ``path``: damage, or a file of another kind."""
+    if _start(path).startswith(b"PK"):
+        return f"the codebook's zip archive is damaged or truncated ({exc})"
+    if _start(path, 6) == b"\x93NUMPY":
+        return "a single .npy array, not an .npz codebook of three arrays"
+    return "not an .npz codebook (not a zip archive)"
 
 
 # ---------------------------------------------------------------- files
@@ -1191,9 +618,9 @@ def check_output_path(path, *, input_path=None):
 
     Checked before any work starts: ``-`` is refused (hw2 writes files), the
     path must name a regular file or nothing yet (never a folder, a device, a
-    pipe or a socket, which replacing would destroy), its name must not be too
-    long, its folder must exist and be writable, and it must not be the
-    input file.  A symbolic link is followed: its target is what gets written.
+    pipe or a socket, which replacing would destroy), its folder must exist
+    and be writable, and it must not be the input file.  A symbolic link is
+    followed: its target is what gets written.
     """
     mode = _check_output_name(path)
     folder = os.path.dirname(_output_target(path))
@@ -1208,11 +635,7 @@ def check_output_path(path, *, input_path=None):
 
 
 def _check_output_name(path):
-    """Refuse an output path whose name alone is wrong; its mode if it exists, else None.
-
-    Wrong: ``-``, a name too long, a symbolic-link loop, a file used as a
-    folder, a folder, a device, a pipe or a socket.
-    """
+    """Refuse an output path whose name alone is wrong; its mode if it exists, else None."""
     if path == "-":
         raise CodecError("-: hw2 writes its output to a file, not to standard output; "
                          "give a file name for --output")
@@ -1222,11 +645,9 @@ def _check_output_name(path):
         mode = None  # a new file (or a dangling link: its target is created)
     except OSError as exc:
         raise CodecError(f"{path}: {_path_problem(path, exc, 'a file')}") from None
-    if mode is not None and stat.S_ISDIR(mode):
-        raise CodecError(f"{path}: is a directory; give a file name for --output")
-    if path.endswith(("/", os.sep)):
-        raise CodecError(f"{path}: ends with '/', so it names a directory; give a file "
-                         "name for --output")
+    if (mode is not None and stat.S_ISDIR(mode)) or path.endswith(("/", os.sep)):
+        raise CodecError(f"{path}: is a directory (or ends with '/'); give a file name for "
+                         "--output")
     if mode is not None and not stat.S_ISREG(mode):
         raise CodecError(f"{path}: not a regular file (a device, a pipe or a socket); "
                          "hw2 writes only regular files and will not replace it")
@@ -1235,35 +656,29 @@ def _check_output_name(path):
 
 def _output_target(path):
     """The absolute path a write to ``path`` replaces: a symbolic link's target."""
-    return os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
+    try:
+        return os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
+    except FileNotFoundError:  # from os.getcwd(): the current folder was deleted
+        raise CodecError(f"{path}: the current folder no longer exists (it was deleted); "
+                         "give --output as a full path, or cd to a folder that exists") from None
 
 
-def _atomic_write(path, write, check=None):
+def _atomic_write(path, write):
     """Call ``write(handle)`` on a temporary file beside ``path``, then move it there.
 
-    ``check(temp_path)``, if given, is called on the written file before the
-    move and may refuse it by raising.  Whatever goes wrong, including
-    KeyboardInterrupt or MemoryError, the temporary file is removed and an
-    existing file at ``path`` is untouched.  A symbolic link at ``path`` is
-    followed (its target is replaced, the link stays); a file replaced keeps
-    its permission bits.
+    Whatever goes wrong, including KeyboardInterrupt or MemoryError, the
+    temporary file is removed and an existing file at ``path`` is untouched.
+    A symbolic link at ``path`` is followed (its target is replaced, the link
+    stays); a file replaced keeps its permission bits, a new one gets those
+    the umask leaves.
     """
     target = _output_target(path)
+    temp = os.path.join(os.path.dirname(target), f".hw2-{secrets.token_hex(6)}.part")
     try:
-        permissions = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        permissions = 0o666 & ~_umask()
-    try:
-        fd, temp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".hw2-",
-                                    suffix=".part")
-    except OSError as exc:
-        raise CodecError(f"{path}: {_cannot_write(exc)}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(temp, "xb") as handle:
             write(handle)
-        if check is not None:
-            check(temp)
-        os.chmod(temp, permissions)
+        if os.path.exists(target):
+            os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
         os.replace(temp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -1275,13 +690,38 @@ def _atomic_write(path, write, check=None):
 
 def _cannot_write(exc):
     """The message for an OSError met while writing: what the system said."""
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.EFBIG:
-        reason += " (over a file-size limit: the shell's ulimit -f, or the file system's)"
-    return f"cannot write: {reason}"
+    hint = " (over a file-size limit: the shell's ulimit -f, or the file system's)"
+    return f"cannot write: {exc.strerror or exc}{hint if exc.errno == errno.EFBIG else ''}"
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _check_input_path(path, what):
+    """Refuse a path that names no regular file (reading a FIFO or a device could block)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CodecError(f"{path}: {_path_problem(path, exc, what)}") from None
+    if not stat.S_ISREG(mode):
+        raise CodecError(f"{path}: " + (f"is a directory, not {what}" if stat.S_ISDIR(mode)
+                                        else f"not a regular file, so not {what}"))
+
+
+_PATH_PROBLEMS = {
+    errno.ENOENT: "no such file", errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOTDIR: "not a directory: a part of the path is a file, not a folder",
+    errno.ELOOP: "too many levels of symbolic links (a link that leads back to itself)",
+    errno.ENAMETOOLONG: "file name too long (at most 255 bytes a name and 4096 bytes a path)",
+}
+
+
+def _path_problem(path, exc, what):
+    """What is wrong with ``path``, from the OSError the system gave for it."""
+    if exc.errno == errno.EISDIR:
+        return f"is a directory, not {what}"
+    return _PATH_PROBLEMS.get(exc.errno) or exc.strerror or str(exc)
+
+
+def _raise_if_path_problem(path, exc, what):
+    """Raise the CodecError for ``exc`` if it is the system refusing to open ``path``."""
+    if isinstance(exc, OSError) and (exc.errno in _PATH_PROBLEMS or exc.errno == errno.EISDIR):
+        raise CodecError(f"{path}: {_path_problem(path, exc, what)}") from None

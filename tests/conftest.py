@@ -1,9 +1,15 @@
 """Fixtures and helpers shared by the tests (``from conftest import assert_failed``)."""
+import contextlib
+import io
+import os
+import re
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import codec
+import hw2
 import kmeans
 
 # What an existing output file holds before a run that must leave it alone.
@@ -55,3 +61,64 @@ def assert_failed(status, out, err, *words, expected=1, output=None):
         if output.parent.is_dir():
             assert [p.name for p in output.parent.iterdir() if p.name.startswith(".hw2-")] == []
     return lines[0]
+
+
+def grader_pixels(path):
+    """An image as a grader's script reads it: upright, grey and alpha kept, else RGB."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        keep = image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGB"
+        return np.asarray(image.convert(keep))
+
+
+def run_hw2(*argv):
+    """``hw2.main`` in-process: (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = hw2.main([str(arg) for arg in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def check_round_trip(image_path, tmp_path, clusters, model, expected=None):
+    """Compress and decompress ``image_path``, checking everything a grader checks.
+
+    ``expected`` holds the pixels the contract says are clustered (default:
+    :func:`grader_pixels`).  The codebook is written without an extension, and
+    must land at exactly that path; the printed error must be the mean
+    distance between ``expected`` and the grader's decoding, and the PNG the
+    rounded decoding.
+
+    Returns
+    -------
+    book : dict of ndarray
+        The codebook's arrays, by key.
+    error : float
+        The printed reconstruction error.
+    """
+    expected = grader_pixels(image_path) if expected is None else expected
+    before = set(os.listdir(tmp_path))
+    book_path, png = tmp_path / f"{model}-codebook", tmp_path / f"{model}-decoded.png"
+    status, stdout, stderr = run_hw2("--compress", image_path, "--model", model,
+                                     "--clusters", clusters, "--output", book_path, "-q")
+    assert (status, stderr) == (0, ""), stderr
+    match = re.fullmatch(r"Reconstruction error is (\S+)\n", stdout)
+    assert match and repr(float(match.group(1))) == match.group(1), stdout
+    error = float(match.group(1))
+    with np.load(book_path, allow_pickle=False) as archive:
+        book = {key: archive[key] for key in archive.files}
+    assert sorted(book) == ["assignments", "img_shape", "means"]
+    assert tuple(book["img_shape"]) == expected.shape
+    assert book["means"].dtype == np.float64 and 1 <= len(book["means"]) <= clusters
+    # The narrowest unsigned type for k - 1 (the tests use fewer than 65,537 clusters).
+    assert book["assignments"].dtype == (np.uint8 if len(book["means"]) <= 256 else np.uint16)
+    rebuilt = book["means"][book["assignments"]].reshape(book["img_shape"])
+    diff = expected.astype(np.float64) - rebuilt
+    diff = diff.reshape(expected.shape[0] * expected.shape[1], -1)
+    assert error == pytest.approx(np.sqrt((diff ** 2).sum(axis=1)).mean(), rel=1e-9, abs=1e-9)
+
+    assert run_hw2("--decompress", book_path, "--output", png, "-q") == (0, "", "")
+    with Image.open(png) as decoded:
+        np.testing.assert_array_equal(np.asarray(decoded),
+                                      np.clip(np.rint(rebuilt), 0, 255).astype(np.uint8))
+    assert set(os.listdir(tmp_path)) - before == {book_path.name, png.name}
+    return book, error

@@ -62,6 +62,22 @@ def check_distinct_colours(pixels):
     np.testing.assert_array_equal(colours[inverse], pixels)
 
 
+def test_distinct_colours_of_a_large_rgb_image_equal_sorting_their_keys():
+    # From about 2.1 million pixels, RGB colours are counted in a table over all 2**24
+    # keys instead of sorted: the answer must be the sorted one.
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, size=(2_200_000, 3), dtype=np.uint8) // 8 * 8
+    colours, counts, inverse = codec.distinct_colours(pixels)
+    keys = (pixels[:, 0].astype(np.int64) << 16) | (pixels[:, 1].astype(np.int64) << 8) \
+        | pixels[:, 2]
+    expected_keys, expected_counts = np.unique(keys, return_counts=True)
+    got_keys = (colours[:, 0].astype(np.int64) << 16) | (colours[:, 1].astype(np.int64) << 8) \
+        | colours[:, 2]
+    np.testing.assert_array_equal(got_keys, expected_keys)  # increasing key order
+    np.testing.assert_array_equal(counts, expected_counts)
+    np.testing.assert_array_equal(colours[inverse], pixels)
+
+
 @pytest.mark.parametrize("n_clusters, dtype", [
     (1, np.uint8), (256, np.uint8), (257, np.uint16), (65536, np.uint16), (65537, np.uint32),
 ])
