@@ -24,6 +24,7 @@ FLAGS = {
     "--model": dict(choices=("kmeans", "mixture"), default="kmeans", help="default: kmeans"),
     "--output": dict(action="append", metavar="PATH", help="the codebook, or the image to write"),
     "--seed": dict(type=int, default=0, metavar="N", help="random seed (default: 0)"),
+    "--indexed": dict(action="store_true", help="decompress .png as a palette image too"),
     "-v --verbose": dict(action="store_true", help="a line per progress step on stderr"),
     "-q --quiet": dict(action="store_true", help="nothing on stderr but errors"),
 }
@@ -63,8 +64,10 @@ def main(argv=None):
             os.environ.setdefault(variable, "1")
         if (here := os.path.dirname(os.path.realpath(__file__))) not in sys.path:
             sys.path.insert(0, here)  # python3 -I leaves out the folder of hw2's modules
+        import logging
         import warnings
-        warnings.simplefilter("ignore")  # no Python warning reaches the user
+        warnings.simplefilter("ignore")  # no Python warning reaches the user,
+        logging.disable(logging.CRITICAL)  # nor a library's log line (Pillow logs odd TIFFs)
         import codec
         import shutil
         args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -153,9 +156,10 @@ def compress(args, report):
     notes = []
     pixels = codec.read_image(args.compress, notes=notes)
     in_size = os.path.getsize(args.compress)  # now: the input may be moved while fitting
+    shape = pixels.shape
+    comment = codec.profile_comment(args.compress, shape, notes)  # now: the input may move
     for note in notes:
         report.say(f"hw2: note: {note}")
-    shape = pixels.shape
     report.progress("counting colours")
     colours, counts, inverse = codec.distinct_colours(pixels.reshape(shape[0] * shape[1], -1))
     del pixels
@@ -164,7 +168,7 @@ def compress(args, report):
     assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
     del inverse
     error = codec.reconstruction_error(colours, counts, means, labels)
-    codec.write_codebook(args.output, assignments, means, shape)
+    codec.write_codebook(args.output, assignments, means, shape, comment)
     report.written = args.output
     report.result(f"Reconstruction error is {error}")
     size = os.path.getsize(args.output)
@@ -205,13 +209,20 @@ def decompress(args, report):
     fmt = codec.image_format_for(args.output)
     codec.check_output_path(args.output, input_path=args.decompress)
     assignments, means, img_shape = codec.read_codebook(args.decompress)
+    notes = []
+    icc_profile, means = codec.output_colours(args.decompress, fmt, means, notes)
     report.progress(f"writing {args.output}")
     pixels = codec.decode(assignments, means, img_shape)
-    if codec.write_image(args.output, pixels) and pixels[..., -1].min() < 255:
-        report.say(f"hw2: note: {args.output}'s format has no transparency; composited on white")
+    palette_formats = codec.PALETTE_FORMATS + ("PNG",) * args.indexed
+    indexed = codec.indexed_image(assignments, means, img_shape, fmt, palette_formats)
+    if codec.write_image(args.output, pixels, indexed, icc_profile) and pixels[..., -1].min() < 255:
+        notes.append(f"{args.output}'s format has no transparency; composited on white")
     report.written = args.output
-    report.say(f"hw2: wrote {args.output}: {pixels.shape[1]}x{pixels.shape[0]} {fmt} image "
-               f"from {plural(len(means), 'colour')}, {os.path.getsize(args.output):,} bytes")
+    for note in notes:
+        report.say(f"hw2: note: {note}")
+    report.say(f"hw2: wrote {args.output}: {pixels.shape[1]}x{pixels.shape[0]} "
+               f"{'indexed ' * (indexed is not None)}{fmt} image from "
+               f"{plural(len(means), 'colour')}, {os.path.getsize(args.output):,} bytes")
 
 
 def plural(n, noun):

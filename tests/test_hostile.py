@@ -27,6 +27,7 @@ from PIL import Image, PngImagePlugin
 
 import codec
 import hw2
+from conftest import assert_failed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HW2 = os.path.join(HERE, "..", "hw2.py")
@@ -42,20 +43,6 @@ def run(capsys, *argv):
     status = hw2.main([str(arg) for arg in argv])
     out, err = capsys.readouterr()
     return status, out, err
-
-
-def assert_failed(status, out, err, *words, folder=None):
-    """The run failed cleanly with exit 1: one error line holding ``words``."""
-    assert status == 1, err
-    assert out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1 and err.endswith("\n"), err
-    assert lines[0].startswith("hw2: error: "), err
-    for word in words:
-        assert str(word) in lines[0], (word, lines[0])
-    if folder is not None:
-        assert [p.name for p in folder.iterdir() if p.name.startswith(".hw2-")] == []
-    return lines[0]
 
 
 def save_npz(path, compression=zipfile.ZIP_DEFLATED, **arrays):
@@ -139,7 +126,7 @@ def test_special_file_as_output_is_refused_before_any_work(make, mode, photo, tm
     before = os.stat(special)
     source = photo if mode == "--compress" else codebook(tmp_path / "c.npz", noise((3, 4, 3)))
     assert_failed(*run(capsys, mode, source, "--output", special), special,
-                  "not a regular file", folder=tmp_path)
+                  "not a regular file", output=tmp_path / "unwritten")
     after = os.stat(special)
     assert (after.st_ino, after.st_mode, after.st_rdev) == \
            (before.st_ino, before.st_mode, before.st_rdev)
@@ -434,7 +421,7 @@ def test_bad_output_path_says_what_is_wrong_before_any_work(case, mode, photo, t
     source = photo if mode == "--compress" else codebook(tmp_path / "c.npz", noise((3, 4, 3)))
     bad, words = path_problems(tmp_path, existing)[case]
     line = assert_failed(*run(capsys, mode, source, "--output", bad), bad, *words,
-                         folder=tmp_path)
+                         output=tmp_path / "unwritten")
     assert ".hw2-" not in line and spy_work == []
     assert existing.read_bytes() == OLD_BYTES
 
@@ -450,7 +437,7 @@ def test_image_too_wide_for_its_format_gives_exactly_one_line(ext, limit, tmp_pa
     status = hw2.main(["--decompress", str(book), "--output", str(out)])
     stdout, stderr = capfd.readouterr()  # fd level: libjpeg writes to fd 2 itself
     assert_failed(status, stdout, stderr, out, f"at most {limit} pixels a side", "70000x1",
-                  folder=tmp_path)
+                  output=tmp_path / "unwritten")
     assert "Maximum supported image dimension" not in stderr
     assert not out.exists()
 
@@ -599,7 +586,7 @@ def test_formats_outside_the_table_are_refused_before_reading(ext, tmp_path, spy
     book = codebook(tmp_path / "c.npz", noise((4, 5, 3)))
     out = tmp_path / f"back{ext}"
     assert_failed(*run(capsys, "--decompress", book, "--output", out), out,
-                  f"cannot write images with extension '{ext}'", ".png", folder=tmp_path)
+                  f"cannot write images with extension '{ext}'", ".png", output=tmp_path / "unwritten")
     assert not out.exists() and spy_work == []
 
 
@@ -616,7 +603,7 @@ def test_pgm_refuses_colour(pixels, tmp_path, capsys):
     book = codebook(tmp_path / "c.npz", pixels)
     out = tmp_path / "back.pgm"
     assert_failed(*run(capsys, "--decompress", book, "--output", out), out,
-                  "holds grey images only", "RGB", folder=tmp_path)
+                  "holds grey images only", "RGB", output=tmp_path / "unwritten")
     assert not out.exists()
 
 
@@ -727,7 +714,7 @@ def test_both_means_and_means_npy_is_refused_naming_the_ambiguity(tmp_path, caps
         archive.writestr("means", buffer.getvalue())
     out = tmp_path / "back.png"
     assert_failed(*run(capsys, "--decompress", book, "--output", out), book,
-                  "both means and means.npy", folder=tmp_path)
+                  "both means and means.npy", output=tmp_path / "unwritten")
     assert not out.exists()
 
 
@@ -744,7 +731,7 @@ def test_long_double_means_beyond_float64_are_refused_without_a_warning(value, r
         warnings.simplefilter("error")  # as under PYTHONWARNINGS=error
         result = run(capsys, "--decompress", book, "--output", out, "-q")
     if refused:
-        assert_failed(*result, book, "means contain NaN or infinity", folder=tmp_path)
+        assert_failed(*result, book, "means contain NaN or infinity", output=tmp_path / "unwritten")
     else:
         assert result[0] == 0 and result[2] == "", result
         expected = np.where(np.arange(12)[:, None] % 5 == 2, [100, 255, 100], 100)
@@ -819,4 +806,19 @@ def test_heic_without_its_plugin_says_how_to_read_it(tmp_path, capsys):
     has_plugin = importlib.util.find_spec("pillow_heif") is not None
     words = ["damaged or truncated"] if has_plugin else ["pillow-heif", "JPEG"]
     assert_failed(*run(capsys, "--compress", heic, "--output", tmp_path / "c.npz"), heic,
-                  *words, folder=tmp_path)
+                  *words, output=tmp_path / "unwritten")
+
+
+def test_a_library_log_line_never_reaches_stderr(tmp_path):
+    """A TIFF declaring 9999 samples a pixel: Pillow logs an error, hw2 shows its one line."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0], 12):
+        if struct.unpack_from("<H", data, entry)[0] == 277:  # SamplesPerPixel
+            struct.pack_into("<H", data, entry + 8, 9999)
+    path = tmp_path / "odd.tif"
+    path.write_bytes(data)
+    done = run_hw2("--compress", path, "--output", tmp_path / "c.npz")  # pytest catches logs
+    assert_failed(done.returncode, done.stdout, done.stderr, path, output=tmp_path / "c.npz")
