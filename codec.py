@@ -16,6 +16,7 @@ Every expected failure (a missing file, a file that is not an image, a
 codebook that does not decode) is raised as :class:`CodecError` with a
 message that names the file and says what is wrong.
 """
+import base64
 import contextlib
 import errno
 import functools
@@ -34,7 +35,7 @@ import zlib
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 try:
     from lzma import LZMAError as _LZMAError
@@ -505,7 +506,7 @@ _PNG_CHUNK_LIMIT = 64 << 20
 _PNG_TEXT_LIMIT = 256 << 20
 
 
-def write_image(path, pixels):
+def write_image(path, pixels, indexed=None, icc_profile=None, notes=None):
     """Write pixels to ``path`` in the format its extension names.
 
     The image is encoded in memory first, so no encoder ever meets a full
@@ -528,6 +529,11 @@ def write_image(path, pixels):
     ----------
     path : str
     pixels : ndarray of shape (H, W) or (H, W, C), uint8
+    indexed : PIL.Image.Image, optional
+        The same pixels as a palette image (:func:`indexed_image`), written instead.
+    icc_profile : bytes, optional
+        The colour profile of the values, embedded or applied (:func:`with_profile`).
+    notes : list of str, optional
 
     Returns
     -------
@@ -535,7 +541,9 @@ def write_image(path, pixels):
         True when the alpha channel was composited away.
     """
     fmt = image_format_for(path)
-    image = Image.fromarray(pixels)
+    image = Image.fromarray(pixels) if indexed is None else indexed
+    image, profile_options = with_profile(image, fmt, icc_profile, path,
+                                          [] if notes is None else notes)
     _check_size_for_format(path, fmt, image.size)
     options = dict(_SAVE_OPTIONS.get(fmt, {}))
     if fmt == "ICO":  # Pillow's default: only the standard icon sizes that fit inside it
@@ -553,7 +561,7 @@ def write_image(path, pixels):
     if image.mode == "L" and not _can_write(fmt, "L"):
         image = image.convert("RGB")
     image = _netpbm_image(path, image)
-    encoded = _encode(image, path, fmt, options)
+    encoded = _encode(image, path, fmt, {**options, **profile_options})
     _check_written_size(encoded, path, fmt, image.size)
     _atomic_write(path, lambda handle: handle.write(encoded))
     return flattened
@@ -923,7 +931,7 @@ def reconstruction_error(colours, counts, means, labels):
 
 # ---------------------------------------------------------------- codebooks
 
-def write_codebook(path, assignments, means, img_shape):
+def write_codebook(path, assignments, means, img_shape, comment=b""):
     """Save a codebook with ``np.savez_compressed`` at exactly ``path``.
 
     An open file is passed to NumPy so that no ``.npz`` is appended, and the
@@ -936,10 +944,12 @@ def write_codebook(path, assignments, means, img_shape):
     assignments : ndarray of shape (n_pixels,), unsigned integer
     means : ndarray of shape (n_clusters, n_channels), float64
     img_shape : tuple of int
+    comment : bytes, optional
+        The zip archive's comment (:func:`profile_comment`), unseen by ``np.load``.
     """
     arrays = {"assignments": assignments, "means": np.asarray(means, dtype=np.float64),
               "img_shape": np.asarray(img_shape, dtype=np.int64)}
-    _atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
+    _atomic_write(path, lambda handle: savez_with_comment(handle, arrays, comment))
 
 
 def read_codebook(path):
@@ -1285,3 +1295,218 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ---- colour profiles and indexed output (issue 16)
+
+# The spaces of the ICC profiles each format's Pillow writer embeds (save(..., icc_profile=)):
+# WebP stores grey as RGB, so a grey profile would not describe its pixels.
+PROFILE_FORMATS = {"PNG": ("RGB", "GRAY"), "JPEG": ("RGB", "GRAY"), "MPO": ("RGB", "GRAY"),
+                   "TIFF": ("RGB", "GRAY"), "WEBP": ("RGB",)}
+# Formats written as palette images (WebP is not: its lossless encoder makes its own palette).
+PALETTE_FORMATS = ("PNG", "GIF", "BMP", "TIFF")
+# A codebook's zip comment carrying a profile is this tag, then base64 of the zlib-compressed
+# profile: zipfile finds the archive's end by searching for b"PK\x05\x06", which raw bytes may hold.
+_PROFILE_TAG = b"hw2-icc-profile:"
+_MAX_COMMENT = 65_535  # a zip comment's length is 16 bits
+
+
+def icc_profile_of(path, img_shape, notes):
+    """The ICC profile of the image at ``path``, when the codebook should carry it.
+
+    None when the image has none, or one that moves no colour by more than
+    one level from sRGB (without a profile, values are read as sRGB).  None
+    with a note when littleCMS cannot use it, or when it describes other
+    values than :func:`read_image` gives (a CMYK photo's profile: Pillow's
+    ``convert`` ignores it, and the codebook holds what ``convert`` gives).
+
+    Parameters
+    ----------
+    path : str
+        An image :func:`read_image` has read.
+    img_shape : tuple of int
+        ``(H, W)`` or ``(H, W, C)``, the shape of the pixels read.
+    notes : list of str
+
+    Returns
+    -------
+    bytes or None
+    """
+    try:
+        with Image.open(path) as image:  # reads the header, where the profile is
+            profile = image.info.get("icc_profile")
+    except Exception as exc:  # read_image read it: only a profile past Pillow's limits
+        profile = exc
+    if not profile:
+        return None
+    space = _profile_space(profile) if isinstance(profile, bytes) else None
+    wanted = "GRAY" if len(img_shape) == 2 or img_shape[2] < 3 else "RGB"
+    if space != wanted:
+        problem = f"its {space} colour profile does not describe the {wanted} values " \
+                  "Pillow's convert gives" if space else "littleCMS cannot read its colour profile"
+        notes.append(f"{path}: {problem}; the codebook keeps those values, without it")
+        return None
+    levels = np.arange(0, 256, 17, dtype=np.uint8)  # 16 levels a channel
+    grid = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(1, -1, 3)
+    probe = Image.fromarray(grid if space == "RGB" else np.arange(256, dtype=np.uint8)[None])
+    moved = np.abs(np.asarray(to_srgb(probe, profile), dtype=int) - np.asarray(probe))
+    return None if moved.max() <= 1 else profile
+
+
+def _profile_space(profile):
+    """The colour space of ``profile`` ("RGB", "GRAY", "CMYK", ...), or None if unusable.
+
+    An RGB or grey profile counts only if littleCMS can convert from it to sRGB.
+    """
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        space = source.profile.xcolor_space.strip()
+        if space in ("RGB", "GRAY"):
+            ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"),
+                                    "RGB" if space == "RGB" else "L", "RGB")
+    except (OSError, ImageCms.PyCMSError):
+        return None
+    return space
+
+
+def to_srgb(image, profile):
+    """``image`` with its colours converted from ``profile`` to sRGB by littleCMS.
+
+    Alpha and the mode stay as they are: grey through a grey profile stays
+    grey, and a palette image has its palette converted.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``P``.
+    profile : bytes
+        An ICC profile of the image's space that littleCMS can read.
+
+    Returns
+    -------
+    PIL.Image.Image
+    """
+    if image.mode == "P":
+        palette = bytes(image.getpalette())
+        converted = image.copy()
+        converted.putpalette(to_srgb(Image.frombytes("RGB", (len(palette) // 3, 1), palette),
+                                     profile).tobytes())
+        return converted
+    colour = image.convert(image.mode[0]) if image.mode in ("LA", "RGBA") else image
+    out = ImageCms.profileToProfile(colour, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                    ImageCms.createProfile("sRGB"), outputMode="RGB")
+    out = out.convert(colour.mode)  # grey in, neutral RGB out: grey again
+    if colour is not image:
+        out.putalpha(image.getchannel("A"))
+    return out
+
+
+def profile_comment(profile, path, notes):
+    """The zip comment that carries ``profile`` in a codebook (b"" for none).
+
+    A profile too large for the comment's 65,535 bytes is left out, with a note.
+    """
+    if profile is None:
+        return b""
+    comment = _PROFILE_TAG + base64.b64encode(zlib.compress(profile, 9))
+    if len(comment) > _MAX_COMMENT:
+        notes.append(f"{path}: its colour profile ({len(profile):,} bytes) is too large for "
+                     "the codebook's zip comment; the codebook keeps the values, without it")
+        return b""
+    return comment
+
+
+def savez_with_comment(handle, arrays, comment):
+    """``np.savez_compressed(handle, **arrays)``, with ``comment`` as the zip archive's comment."""
+    if not comment:
+        np.savez_compressed(handle, **arrays)
+        return
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = comment
+    handle.write(buffer.getbuffer())
+
+
+def codebook_profile(path, notes):
+    """The ICC profile a codebook carries in its zip comment, or None (a note if damaged).
+
+    The comment is at most 64 KB of base64, so it inflates to at most about
+    50 MB (zlib's ratio is at most 1032:1).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            comment = archive.comment
+        if not comment.startswith(_PROFILE_TAG):
+            return None
+        return zlib.decompress(base64.b64decode(comment[len(_PROFILE_TAG):], validate=True))
+    except (OSError, zipfile.BadZipFile, ValueError, zlib.error) as exc:
+        notes.append(f"{path}: the colour profile in its zip comment is damaged ({exc}); "
+                     "the image is written without it, values as they are")
+        return None
+
+
+def with_profile(image, fmt, profile, path, notes):
+    """``image`` as ``fmt`` shows ``profile``'s colours, and the save options for it.
+
+    A format that holds the profile gets it (its bytes unchanged) and the
+    values as they are; any other gets the values converted to sRGB, with a
+    note.  A profile littleCMS cannot use gives a note and the values as they are.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+    options : dict
+        ``{"icc_profile": profile}`` or ``{}``, for ``image.save``.
+    """
+    if profile is None:
+        return image, {}
+    space = _profile_space(profile)
+    if space != ("GRAY" if image.mode in ("L", "LA") else "RGB"):
+        notes.append(f"{path}: littleCMS cannot use the codebook's colour profile for these "
+                     "values; the image is written without it, values as they are")
+        return image, {}
+    if space in PROFILE_FORMATS.get(fmt, ()):
+        return image, {"icc_profile": profile}
+    notes.append(f"{path}: {fmt} holds no colour profile; the colours were converted from "
+                 "the codebook's profile to sRGB")
+    return to_srgb(image, profile), {}
+
+
+def indexed_image(assignments, means, img_shape, fmt):
+    """The codebook as a palette image for ``fmt``, or None when it is not written so.
+
+    Colour codebooks with at most 256 distinct rounded means in use go to a
+    palette format as a ``P`` image, RGBA ones to PNG only (alpha per palette
+    entry); grey codebooks stay ``L``.  Each pixel expands to exactly what
+    :func:`decode` gives it.
+
+    Parameters
+    ----------
+    assignments : ndarray of integers, H * W of them
+    means : ndarray of shape (n_clusters, n_channels)
+    img_shape : tuple of int
+    fmt : str
+
+    Returns
+    -------
+    PIL.Image.Image or None
+    """
+    n_channels = img_shape[2] if len(img_shape) == 3 else 1
+    if fmt not in PALETTE_FORMATS or n_channels < 3 or (n_channels == 4 and fmt != "PNG"):
+        return None
+    n_means = len(means)
+    rounded = decode(np.arange(n_means), means, (n_means, 1, n_channels))[:, 0]
+    used = np.zeros(n_means, dtype=bool)
+    used[assignments] = True
+    colours, index = np.unique(rounded[used], axis=0, return_inverse=True)
+    if len(colours) > 256:
+        return None
+    lookup = np.zeros(n_means, dtype=np.uint8)
+    lookup[used] = index.reshape(-1)
+    height, width = img_shape[:2]
+    image = Image.frombytes("P", (width, height), lookup[assignments].tobytes())
+    image.putpalette(colours[:, :3].tobytes())
+    if n_channels == 4 and colours[:, 3].min() < 255:
+        image.info["transparency"] = colours[:, 3].tobytes()
+    return image

@@ -353,6 +353,9 @@ def compress(args, report):
     in_size = _file_size(args.compress)  # now: the input may be moved while fitting
     pixels = _read_image(args.compress, report)
     img_shape = pixels.shape
+    notes = []
+    comment = codec.profile_comment(codec.icc_profile_of(args.compress, img_shape, notes),
+                                    args.compress, notes)
     flat = pixels.reshape(img_shape[0] * img_shape[1], -1)
     del pixels
     report.stage("counting colours")
@@ -363,7 +366,7 @@ def compress(args, report):
     assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
     del inverse
     error = codec.reconstruction_error(colours, counts, means, labels)
-    codec.write_codebook(args.output, assignments, means, img_shape)
+    codec.write_codebook(args.output, assignments, means, img_shape, comment)
     report.written = args.output
     report.clear()  # stdout may be the same terminal
     print_result(f"Reconstruction error is {error}")
@@ -371,6 +374,8 @@ def compress(args, report):
     for line in compress_summary(args, labels, len(means), fit, n_starts,
                                  report.seconds(), in_size, out_size):
         report.summary(line)
+    for note in notes:
+        report.note(f"note: {note}")
     image_format = _image_extension(args.output)
     if image_format:
         report.note(f"note: {args.output} holds an npz codebook, not a "
@@ -525,8 +530,13 @@ def decompress(args, report):
         raise
     report.stage("decoding")
     pixels = codec.decode(assignments, means, img_shape)
+    indexed = codec.indexed_image(assignments, means, img_shape, fmt)
+    notes = []
+    icc_profile = codec.codebook_profile(args.decompress, notes)
     report.stage(f"writing {args.output}")
-    composited = codec.write_image(args.output, pixels)
+    composited = codec.write_image(args.output, pixels, indexed, icc_profile, notes)
+    for note in notes:
+        report.note(f"note: {note}")
     report.written = args.output
     n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     if composited and pixels[..., -1].min() < 255:
@@ -538,7 +548,7 @@ def decompress(args, report):
         if n_colours > 256:
             report.note(f"note: GIF holds at most 256 colours; Pillow reduced this image's "
                         f"{n_colours} colours to 256")
-    kind = _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
+    kind = "indexed" if indexed else _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
     size = _file_size(args.output)
     report.summary(f"hw2: wrote {args.output}: {width}x{height} {kind} {fmt} image from "
                    f"{plural(len(means), 'colour')}"
