@@ -1397,7 +1397,7 @@ def to_srgb(image, profile):
         converted.putpalette(to_srgb(Image.frombytes("RGB", (len(palette) // 3, 1), palette),
                                      profile).tobytes())
         return converted
-    colour = image.convert(image.mode[0]) if image.mode in ("LA", "RGBA") else image
+    colour = image.convert(image.mode[:-1]) if image.mode in ("LA", "RGBA") else image
     out = ImageCms.profileToProfile(colour, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
                                     ImageCms.createProfile("sRGB"), outputMode="RGB")
     out = out.convert(colour.mode)  # grey in, neutral RGB out: grey again
