@@ -506,7 +506,7 @@ _PNG_CHUNK_LIMIT = 64 << 20
 _PNG_TEXT_LIMIT = 256 << 20
 
 
-def write_image(path, pixels, indexed=None, icc_profile=None, notes=None):
+def write_image(path, pixels, indexed=None, icc_profile=None):
     """Write pixels to ``path`` in the format its extension names.
 
     The image is encoded in memory first, so no encoder ever meets a full
@@ -532,8 +532,7 @@ def write_image(path, pixels, indexed=None, icc_profile=None, notes=None):
     indexed : PIL.Image.Image, optional
         The same pixels as a palette image (:func:`indexed_image`), written instead.
     icc_profile : bytes, optional
-        The colour profile of the values, embedded or applied (:func:`with_profile`).
-    notes : list of str, optional
+        The ICC profile to embed (:func:`output_colours`).
 
     Returns
     -------
@@ -542,8 +541,6 @@ def write_image(path, pixels, indexed=None, icc_profile=None, notes=None):
     """
     fmt = image_format_for(path)
     image = Image.fromarray(pixels) if indexed is None else indexed
-    image, profile_options = with_profile(image, fmt, icc_profile, path,
-                                          [] if notes is None else notes)
     _check_size_for_format(path, fmt, image.size)
     options = dict(_SAVE_OPTIONS.get(fmt, {}))
     if fmt == "ICO":  # Pillow's default: only the standard icon sizes that fit inside it
@@ -563,7 +560,9 @@ def write_image(path, pixels, indexed=None, icc_profile=None, notes=None):
     image = _netpbm_image(path, image)
     if indexed is not None:
         options.update(PALETTE_SAVE_OPTIONS.get(fmt, {}))
-    encoded = _encode(image, path, fmt, {**options, **profile_options})
+    if icc_profile is not None:
+        options["icc_profile"] = icc_profile
+    encoded = _encode(image, path, fmt, options)
     _check_written_size(encoded, path, fmt, image.size)
     _atomic_write(path, lambda handle: handle.write(encoded))
     return flattened
@@ -1301,131 +1300,76 @@ def _umask():
 
 # ---- colour profiles and indexed output (issue 16)
 
-# The spaces of the ICC profiles each format's Pillow writer embeds (save(..., icc_profile=)):
-# WebP stores grey as RGB, so a grey profile would not describe its pixels.
-PROFILE_FORMATS = {"PNG": ("RGB", "GRAY"), "JPEG": ("RGB", "GRAY"), "MPO": ("RGB", "GRAY"),
-                   "TIFF": ("RGB", "GRAY"), "WEBP": ("RGB",)}
-# Formats written as palette images (WebP is not: its lossless encoder makes its own palette).
+# Formats whose writer embeds an ICC profile, and of which spaces (WebP stores grey as RGB).
+PROFILE_FORMATS = {"PNG": "RGB GRAY", "JPEG": "RGB GRAY", "MPO": "RGB GRAY", "TIFF": "RGB GRAY",
+                   "WEBP": "RGB"}
+# Formats written as palette images (not WebP: its lossless encoder makes its own palette).
 PALETTE_FORMATS = ("PNG", "GIF", "BMP", "TIFF")
-# zlib level 7: within 1.10x of optimize=True's size at a fraction of its time
+# zlib level 7: within 1.10x of optimize=True's size, faster than an RGB PNG at level 6
 # (bench/NOTES.md, "Indexed PNG: zlib level").
 PALETTE_SAVE_OPTIONS = {"PNG": {"compress_level": 7}}
-# A codebook's zip comment carrying a profile is this tag, then base64 of the zlib-compressed
-# profile: zipfile finds the archive's end by searching for b"PK\x05\x06", which raw bytes may hold.
-_PROFILE_TAG = b"hw2-icc-profile:"
-_MAX_COMMENT = 65_535  # a zip comment's length is 16 bits
+# A codebook's zip comment carries a profile as this tag and base64 of the zlib-compressed
+# bytes: zipfile finds the archive's end by searching for b"PK\x05\x06", which raw bytes may hold.
+PROFILE_TAG = b"hw2-icc-profile:"
 
 
-def icc_profile_of(path, img_shape, notes):
-    """The ICC profile of the image at ``path``, when the codebook should carry it.
+def profile_comment(path, img_shape, notes):
+    """The zip comment carrying the ICC profile of the image at ``path`` (b"" for none).
 
-    None when the image has none, or one that moves no colour by more than
-    one level from sRGB (without a profile, values are read as sRGB).  None
-    with a note when littleCMS cannot use it, or when it describes other
-    values than :func:`read_image` gives (a CMYK photo's profile: Pillow's
-    ``convert`` ignores it, and the codebook holds what ``convert`` gives).
-
-    Parameters
-    ----------
-    path : str
-        An image :func:`read_image` has read.
-    img_shape : tuple of int
-        ``(H, W)`` or ``(H, W, C)``, the shape of the pixels read.
-    notes : list of str
-
-    Returns
-    -------
-    bytes or None
+    ``img_shape`` is that of the pixels read.  Not carried: an sRGB profile (no
+    colour moves a level); with a note, one littleCMS cannot use, one of another
+    space than the values (CMYK: Pillow's ``convert`` ignores it, and the codebook
+    holds what ``convert`` gives), or one too large for the comment's 65,535 bytes.
     """
     try:
         with Image.open(path) as image:  # reads the header, where the profile is
             profile = image.info.get("icc_profile")
-    except Exception as exc:  # read_image read it: only a profile past Pillow's limits
-        profile = exc
+    except Exception:  # read_image read the file: a profile past Pillow's PNG limits
+        profile = b"?"
     if not profile:
-        return None
-    space = _profile_space(profile) if isinstance(profile, bytes) else None
-    wanted = "GRAY" if len(img_shape) == 2 or img_shape[2] < 3 else "RGB"
-    if space != wanted:
-        problem = f"its {space} colour profile does not describe the {wanted} values " \
-                  "Pillow's convert gives" if space else "littleCMS cannot read its colour profile"
-        notes.append(f"{path}: {problem}; the codebook keeps those values, without it")
-        return None
-    levels = np.arange(0, 256, 17, dtype=np.uint8)  # 16 levels a channel
-    grid = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(1, -1, 3)
-    probe = Image.fromarray(grid if space == "RGB" else np.arange(256, dtype=np.uint8)[None])
-    moved = np.abs(np.asarray(to_srgb(probe, profile), dtype=int) - np.asarray(probe))
-    return None if moved.max() <= 1 else profile
+        return b""
+    space = _profile_space(profile)
+    wanted = "RGB" if len(img_shape) == 3 and img_shape[2] >= 3 else "GRAY"
+    comment = PROFILE_TAG + base64.b64encode(zlib.compress(profile, 9))
+    if space == wanted and len(comment) <= 65_535:
+        levels = np.arange(0, 256, 17, dtype=np.uint8)[:, None]
+        probe = np.stack(np.meshgrid(levels, levels, levels), -1).reshape(-1, 3) \
+            if space == "RGB" else levels
+        return comment if np.abs(to_srgb(probe, profile) - probe.astype(int)).max() > 1 else b""
+    notes.append(f"{path}: its colour profile is left out: " + (
+        "too large for the codebook's zip comment" if space == wanted else
+        f"a {space} profile, and Pillow's convert gave {wanted} values" if space else
+        "littleCMS cannot read it"))
+    return b""
 
 
 def _profile_space(profile):
-    """The colour space of ``profile`` ("RGB", "GRAY", "CMYK", ...), or None if unusable.
-
-    An RGB or grey profile counts only if littleCMS can convert from it to sRGB.
-    """
+    """The space ("RGB", "GRAY", "CMYK", ...) of a profile littleCMS can use, else None."""
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         space = source.profile.xcolor_space.strip()
-        if space in ("RGB", "GRAY"):
+        if space in ("RGB", "GRAY"):  # usable only if littleCMS converts from it to sRGB
             ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"),
                                     "RGB" if space == "RGB" else "L", "RGB")
+        return space
     except (OSError, ImageCms.PyCMSError):
         return None
-    return space
 
 
-def to_srgb(image, profile):
-    """``image`` with its colours converted from ``profile`` to sRGB by littleCMS.
-
-    Alpha and the mode stay as they are: grey through a grey profile stays
-    grey, and a palette image has its palette converted.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image
-        Mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``P``.
-    profile : bytes
-        An ICC profile of the image's space that littleCMS can read.
-
-    Returns
-    -------
-    PIL.Image.Image
-    """
-    if image.mode == "P":
-        palette = bytes(image.getpalette())
-        converted = image.copy()
-        converted.putpalette(to_srgb(Image.frombytes("RGB", (len(palette) // 3, 1), palette),
-                                     profile).tobytes())
-        return converted
-    colour = image.convert(image.mode[:-1]) if image.mode in ("LA", "RGBA") else image
-    out = ImageCms.profileToProfile(colour, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
-                                    ImageCms.createProfile("sRGB"), outputMode="RGB")
-    out = out.convert(colour.mode)  # grey in, neutral RGB out: grey again
-    if colour is not image:
-        out.putalpha(image.getchannel("A"))
-    return out
-
-
-def profile_comment(profile, path, notes):
-    """The zip comment that carries ``profile`` in a codebook (b"" for none).
-
-    A profile too large for the comment's 65,535 bytes is left out, with a note.
-    """
-    if profile is None:
-        return b""
-    comment = _PROFILE_TAG + base64.b64encode(zlib.compress(profile, 9))
-    if len(comment) > _MAX_COMMENT:
-        notes.append(f"{path}: its colour profile ({len(profile):,} bytes) is too large for "
-                     "the codebook's zip comment; the codebook keeps the values, without it")
-        return b""
-    return comment
+def to_srgb(colours, profile):
+    """Colours, uint8 of shape (n, C), from ``profile`` to sRGB (alpha kept, grey stays grey)."""
+    n_colour = 3 if colours.shape[1] >= 3 else 1
+    image = Image.fromarray(np.ascontiguousarray(colours[None, :, 0] if n_colour == 1
+                                                 else colours[None, :, :3]))
+    srgb = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                     ImageCms.createProfile("sRGB"), outputMode="RGB")
+    converted = colours.copy()  # a grey profile's greys come out neutral: grey again
+    converted[:, :n_colour] = np.asarray(srgb.convert(image.mode)).reshape(-1, n_colour)
+    return converted
 
 
 def savez_with_comment(handle, arrays, comment):
     """``np.savez_compressed(handle, **arrays)``, with ``comment`` as the zip archive's comment."""
-    if not comment:
-        np.savez_compressed(handle, **arrays)
-        return
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     with zipfile.ZipFile(buffer, "a") as archive:
@@ -1433,75 +1377,45 @@ def savez_with_comment(handle, arrays, comment):
     handle.write(buffer.getbuffer())
 
 
-def codebook_profile(path, notes):
-    """The ICC profile a codebook carries in its zip comment, or None (a note if damaged).
+def output_colours(path, fmt, means, notes):
+    """``(profile, means)``: the ICC profile of codebook ``path`` to embed in ``fmt``, the means.
 
-    The comment is at most 64 KB of base64, so it inflates to at most about
-    50 MB (zlib's ratio is at most 1032:1).
+    A format that holds the profile gets it and the means as they are; another,
+    the means (rounded as :func:`decode` does) converted to sRGB, with a note.  A
+    profile damaged or unusable for these values: a note, the means as they are.
+    (64 KB of base64 inflates to at most ~50 MB: zlib's ratio is at most 1032:1.)
     """
     try:
         with zipfile.ZipFile(path) as archive:
             comment = archive.comment
-        if not comment.startswith(_PROFILE_TAG):
-            return None
-        return zlib.decompress(base64.b64decode(comment[len(_PROFILE_TAG):], validate=True))
-    except (OSError, zipfile.BadZipFile, ValueError, zlib.error) as exc:
-        notes.append(f"{path}: the colour profile in its zip comment is damaged ({exc}); "
-                     "the image is written without it, values as they are")
-        return None
-
-
-def with_profile(image, fmt, profile, path, notes):
-    """``image`` as ``fmt`` shows ``profile``'s colours, and the save options for it.
-
-    A format that holds the profile gets it (its bytes unchanged) and the
-    values as they are; any other gets the values converted to sRGB, with a
-    note.  A profile littleCMS cannot use gives a note and the values as they are.
-
-    Returns
-    -------
-    image : PIL.Image.Image
-    options : dict
-        ``{"icc_profile": profile}`` or ``{}``, for ``image.save``.
-    """
-    if profile is None:
-        return image, {}
-    space = _profile_space(profile)
-    if space != ("GRAY" if image.mode in ("L", "LA") else "RGB"):
-        notes.append(f"{path}: littleCMS cannot use the codebook's colour profile for these "
-                     "values; the image is written without it, values as they are")
-        return image, {}
-    if space in PROFILE_FORMATS.get(fmt, ()):
-        return image, {"icc_profile": profile}
-    notes.append(f"{path}: {fmt} holds no colour profile; the colours were converted from "
-                 "the codebook's profile to sRGB")
-    return to_srgb(image, profile), {}
+        if not comment.startswith(PROFILE_TAG):
+            return None, means
+        profile = zlib.decompress(base64.b64decode(comment[len(PROFILE_TAG):], validate=True))
+    except (OSError, zipfile.BadZipFile, ValueError, zlib.error):
+        profile = b"?"
+    means, space = np.asarray(means).reshape(len(means), -1), _profile_space(profile)
+    if space != ("RGB" if means.shape[1] >= 3 else "GRAY"):
+        notes.append(f"{path}: its colour profile is damaged or does not fit its values; "
+                     "they are written as they are, without it")
+        return None, means
+    if space in PROFILE_FORMATS.get(fmt, ""):
+        return profile, means
+    notes.append(f"{path}: {fmt} holds no colour profile; the colours were converted to sRGB")
+    rounded = decode(np.arange(len(means)), means, (len(means), 1, means.shape[1]))
+    return None, to_srgb(rounded.reshape(means.shape), profile)
 
 
 def indexed_image(assignments, means, img_shape, fmt):
-    """The codebook as a palette image for ``fmt``, or None when it is not written so.
+    """The codebook as a ``P`` image for ``fmt``, pixels expanding to :func:`decode`'s, or None.
 
-    Colour codebooks with at most 256 distinct rounded means in use go to a
-    palette format as a ``P`` image, RGBA ones to PNG only (alpha per palette
-    entry); grey codebooks stay ``L``.  Each pixel expands to exactly what
-    :func:`decode` gives it.
-
-    Parameters
-    ----------
-    assignments : ndarray of integers, H * W of them
-    means : ndarray of shape (n_clusters, n_channels)
-    img_shape : tuple of int
-    fmt : str
-
-    Returns
-    -------
-    PIL.Image.Image or None
+    Only colour codebooks with at most 256 distinct rounded means in use, to a
+    palette format (with alpha: PNG only, alpha per entry); grey stays ``L``.
     """
     n_channels = img_shape[2] if len(img_shape) == 3 else 1
     if fmt not in PALETTE_FORMATS or n_channels < 3 or (n_channels == 4 and fmt != "PNG"):
         return None
     n_means = len(means)
-    rounded = decode(np.arange(n_means), means, (n_means, 1, n_channels))[:, 0]
+    rounded = decode(np.arange(n_means), means, (n_means, 1, n_channels))[:, 0]  # as decode
     used = np.zeros(n_means, dtype=bool)
     used[assignments] = True
     colours, index = np.unique(rounded[used], axis=0, return_inverse=True)
@@ -1509,8 +1423,7 @@ def indexed_image(assignments, means, img_shape, fmt):
         return None
     lookup = np.zeros(n_means, dtype=np.uint8)
     lookup[used] = index.reshape(-1)
-    height, width = img_shape[:2]
-    image = Image.frombytes("P", (width, height), lookup[assignments].tobytes())
+    image = Image.frombytes("P", img_shape[1::-1], lookup[assignments].tobytes())
     image.putpalette(colours[:, :3].tobytes())
     if n_channels == 4 and colours[:, 3].min() < 255:
         image.info["transparency"] = colours[:, 3].tobytes()

@@ -354,8 +354,7 @@ def compress(args, report):
     pixels = _read_image(args.compress, report)
     img_shape = pixels.shape
     notes = []
-    comment = codec.profile_comment(codec.icc_profile_of(args.compress, img_shape, notes),
-                                    args.compress, notes)
+    comment = codec.profile_comment(args.compress, img_shape, notes)
     flat = pixels.reshape(img_shape[0] * img_shape[1], -1)
     del pixels
     report.stage("counting colours")
@@ -529,14 +528,14 @@ def decompress(args, report):
                                    f"did you mean --compress {args.decompress}?") from None
         raise
     report.stage("decoding")
-    pixels = codec.decode(assignments, means, img_shape)
-    indexed = codec.indexed_image(assignments, means, img_shape, fmt)
     notes = []
-    icc_profile = codec.codebook_profile(args.decompress, notes)
-    report.stage(f"writing {args.output}")
-    composited = codec.write_image(args.output, pixels, indexed, icc_profile, notes)
+    icc_profile, means = codec.output_colours(args.decompress, fmt, means, notes)
     for note in notes:
         report.note(f"note: {note}")
+    pixels = codec.decode(assignments, means, img_shape)
+    indexed = codec.indexed_image(assignments, means, img_shape, fmt)
+    report.stage(f"writing {args.output}")
+    composited = codec.write_image(args.output, pixels, indexed, icc_profile)
     report.written = args.output
     n_channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     if composited and pixels[..., -1].min() < 255:

@@ -6,12 +6,14 @@ values are converted to sRGB where it does not.  Expected pixels come from
 ImageCms (littleCMS) directly; the profiles are the sample photo's own Adobe
 RGB (1998) one, sRGB from ImageCms, and a grey one built here byte by byte.
 """
+import base64
 import contextlib
 import io
 import os
 import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,12 @@ def grey_profile(gamma):
     header = (struct.pack(">I4sI4s4s4s", 128 + len(body), b"lcms", 0x02100000, b"mntr",
                           b"GRAY", b"XYZ ") + bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48))
     return header + body
+
+
+def with_junk(profile, junk):
+    """``profile`` with ``junk`` after its tags, its header's size counting it."""
+    longer = profile + junk
+    return struct.pack(">I", len(longer)) + longer[4:]
 
 
 def run_main(*argv):
@@ -188,7 +196,7 @@ def test_a_cmyk_profile_is_not_applied(tmp_path):
                                               icc_profile=bytes(cmyk_profile))
     Image.fromarray(pixels, mode="CMYK").save(tmp_path / "plain.tif")
     with_profile, stderr = compress(tmp_path / "cmyk.tif", tmp_path / "c.npz")
-    assert "CMYK colour profile" in stderr
+    assert "colour profile is left out: a CMYK profile" in stderr
     assert with_profile == compress(tmp_path / "plain.tif", tmp_path / "p.npz")[0]
     with zipfile.ZipFile(tmp_path / "c.npz") as archive:
         assert archive.comment == b""
@@ -197,34 +205,39 @@ def test_a_cmyk_profile_is_not_applied(tmp_path):
 def test_an_unreadable_profile_in_an_image_is_dropped_with_a_note(tagged):
     Image.fromarray(colour_pixels()).save(tagged / "bad.png", icc_profile=b"not a profile" * 9)
     stdout, stderr = compress(tagged / "bad.png", tagged / "book.npz")
-    assert "cannot read its colour profile" in stderr
+    assert "colour profile is left out: littleCMS cannot read it" in stderr
     assert stdout == compress(tagged / "plain.png", tagged / "p.npz")[0]
     with zipfile.ZipFile(tagged / "book.npz") as archive:
         assert archive.comment == b""
+
+
+def comment_for(profile):
+    """A codebook's zip comment carrying ``profile``, as docs/images.md describes it."""
+    return codec.PROFILE_TAG + base64.b64encode(zlib.compress(profile))
 
 
 def write_book_with_comment(path, comment):
     """A codebook of 12 colours whose zip comment is ``comment``."""
     labels = np.arange(12 * 16, dtype=np.uint8) % 12
     means = np.linspace([5, 10, 20], [250, 200, 90], 12)
-    arrays = {"assignments": labels, "means": means, "img_shape": np.array([12, 16, 3])}
-    with open(path, "wb") as handle:
-        codec.savez_with_comment(handle, arrays, comment)
+    np.savez_compressed(path, assignments=labels, means=means, img_shape=np.array([12, 16, 3]))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.comment = comment
 
 
 @pytest.mark.parametrize("damage", ["not a profile", "cut short"])
 @pytest.mark.parametrize("ext", ["png", "gif"])
 def test_a_bad_profile_in_a_codebook_gives_a_note_and_the_values(tmp_path, damage, ext):
     if damage == "not a profile":
-        comment = codec.profile_comment(b"not an ICC profile" * 10, "x", [])
+        comment = comment_for(b"not an ICC profile" * 10)
     else:
-        comment = codec.profile_comment(ADOBE_RGB, "x", [])[:-12]
+        comment = comment_for(ADOBE_RGB)[:-12]
     book, out = tmp_path / "book.npz", tmp_path / f"back.{ext}"
     write_book_with_comment(book, comment)
     with np.load(book, allow_pickle=False) as archive:
         assert sorted(archive.files) == KEYS
     stderr = decompress(book, out)
-    assert "colour profile" in stderr and "values as they are" in stderr
+    assert "colour profile is damaged" in stderr and "as they are" in stderr
     with Image.open(out) as image:
         assert "icc_profile" not in image.info
         np.testing.assert_array_equal(np.asarray(image.convert("RGB")), grader_decode(book))
@@ -238,18 +251,24 @@ def test_a_comment_of_another_program_is_ignored(tmp_path):
         assert "icc_profile" not in image.info
 
 
-def test_a_profile_too_large_for_the_comment_is_left_out_with_a_note():
-    notes = []
+def test_a_profile_too_large_for_the_comment_is_left_out_with_a_note(tagged):
     incompressible = np.random.default_rng(0).integers(0, 256, 60_000, dtype=np.uint8)
-    assert codec.profile_comment(incompressible.tobytes(), "big.png", notes) == b""
-    assert len(notes) == 1 and "too large" in notes[0] and notes[0].startswith("big.png")
+    profile = with_junk(ADOBE_RGB, incompressible.tobytes())
+    Image.fromarray(colour_pixels()).save(tagged / "big.png", icc_profile=profile)
+    stdout, stderr = compress(tagged / "big.png", tagged / "book.npz")
+    assert "colour profile is left out: too large" in stderr
+    assert stdout == compress(tagged / "plain.png", tagged / "p.npz")[0]
+    with zipfile.ZipFile(tagged / "book.npz") as archive:
+        assert archive.comment == b""
 
 
 def test_the_comment_hides_the_end_record_signature(tmp_path):
-    """Raw profile bytes holding zip's end-of-archive signature still give a readable zip."""
-    profile = ADOBE_RGB + b"PK\x05\x06" + bytes(18)
-    book = tmp_path / "book.npz"
-    write_book_with_comment(book, codec.profile_comment(profile, "x", []))
-    assert codec.codebook_profile(str(book), []) == profile
-    with np.load(book, allow_pickle=False) as archive:
+    """A profile holding zip's end-of-archive signature still gives a readable codebook."""
+    profile = with_junk(ADOBE_RGB, b"PK\x05\x06" + bytes(18))
+    Image.fromarray(colour_pixels()).save(tmp_path / "in.png", icc_profile=profile)
+    compress(tmp_path / "in.png", tmp_path / "book.npz")
+    with np.load(tmp_path / "book.npz", allow_pickle=False) as archive:
         assert sorted(archive.files) == KEYS
+    decompress(tmp_path / "book.npz", tmp_path / "back.png")
+    with Image.open(tmp_path / "back.png") as image:
+        assert image.info["icc_profile"] == profile
