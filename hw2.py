@@ -547,7 +547,8 @@ def decompress(args, report):
         if n_colours > 256:
             report.note(f"note: GIF holds at most 256 colours; Pillow reduced this image's "
                         f"{n_colours} colours to 256")
-    kind = "indexed" if indexed else _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
+    kind = _CHANNEL_NAMES[n_channels - 1 if composited else n_channels]
+    kind = "indexed" if indexed is not None else kind
     size = _file_size(args.output)
     report.summary(f"hw2: wrote {args.output}: {width}x{height} {kind} {fmt} image from "
                    f"{plural(len(means), 'colour')}"
