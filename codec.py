@@ -1324,11 +1324,13 @@ def profile_comment(path, img_shape, notes):
     space than the values (CMYK: Pillow's ``convert`` ignores it, and the codebook
     holds what ``convert`` gives), or one too large for the comment's 65,535 bytes.
     """
-    try:
-        with Image.open(path) as image:  # reads the header, where the profile is
-            profile = image.info.get("icc_profile")
-    except Exception:  # read_image read the file: a profile past Pillow's PNG limits
-        profile = b"?"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd metadata Pillow ignores, as in read_image
+        try:
+            with Image.open(path) as image:  # reads the header, where the profile is
+                profile = image.info.get("icc_profile")
+        except Exception:  # read_image read the file: a profile past Pillow's PNG limits
+            profile = b"?"
     if not profile:
         return b""
     space = _profile_space(profile)
@@ -1342,7 +1344,7 @@ def profile_comment(path, img_shape, notes):
     notes.append(f"{path}: its colour profile is left out: " + (
         "too large for the codebook's zip comment" if space == wanted else
         f"a {space} profile, and Pillow's convert gave {wanted} values" if space else
-        "littleCMS cannot read it"))
+        "it cannot be read"))
     return b""
 
 
