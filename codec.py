@@ -289,7 +289,7 @@ def _encode(path, image, fmt, options):
             raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system said
         # Encoders report running out of memory as their own errors ("encoding error 1",
         # "quantization error"): when 8 more copies of the image (4 bytes a pixel in Pillow)
-        # no longer fit, that was it (libwebp's lossless encoder needs about that many).
+        # no longer fit, that was it (bench/NOTES.md, "Encoder out of memory").
         np.empty(32 * image.width * image.height, np.uint8)
         raise CodecError(f"{path}: Pillow cannot write this {image.width}x{image.height} "
                          f"{image.mode} image as {fmt} ({exc})") from None
