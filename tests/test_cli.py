@@ -5,8 +5,6 @@ a deleted working folder, isolated mode, file names the locale cannot decode (ch
 Every expected value is computed here from the input image and the codebook with nothing
 but NumPy and Pillow, the way a grader's script would.
 """
-import contextlib
-import io
 import os
 import re
 import signal
@@ -23,6 +21,7 @@ from PIL import Image, ImageOps
 import codec
 import gmm
 import hw2
+from conftest import run_hw2
 import kmeans
 
 ROOT = Path(os.path.dirname(os.path.abspath(__file__))).parent
@@ -65,21 +64,13 @@ def expected_decoding(book):
     return np.clip(np.rint(rebuilt), 0, 255).astype(np.uint8)
 
 
-def run_main(argv):
-    """hw2.main(argv) with stdout and stderr captured: (status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = hw2.main([str(arg) for arg in argv])
-    return status, out.getvalue(), err.getvalue()
-
-
 def compress(image, output, clusters, model="kmeans"):
-    return run_main(["--compress", image, "--model", model, "--clusters", clusters,
-                     "--output", output])
+    return run_hw2("--compress", image, "--model", model, "--clusters", clusters,
+                     "--output", output)
 
 
 def decompress(codebook, output):
-    return run_main(["--decompress", codebook, "--output", output])
+    return run_hw2("--decompress", codebook, "--output", output)
 
 
 def check_round_trip(image_path, tmp_path, clusters, model):
@@ -302,7 +293,7 @@ HW2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 def usage_error(argv):
     """Run hw2 with ``argv``; check it is one usage-error line; return that line."""
-    status, stdout, stderr = run_main(argv)
+    status, stdout, stderr = run_hw2(*argv)
     assert status == 2 and stdout == ""
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("hw2: error: "), stderr
@@ -482,7 +473,7 @@ def test_full_stderr_does_not_fail_the_run(tmp_path):
 
 # ---------------------------------------------------------------- issue 17: the process
 
-def run_hw2(argv, cwd=None, env=None, **kwargs):
+def run_child(argv, cwd=None, env=None, **kwargs):
     """Run hw2.py as a user does; (status, stdout, stderr)."""
     done = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=60, env={**os.environ, **(env or {})}, **kwargs)
@@ -530,7 +521,7 @@ def test_a_deleted_working_folder_gives_one_line(mode, tmp_path):
     gone = tmp_path / "gone"
     gone.mkdir()
     # The shell enters the folder and removes it; hw2 starts there, with a relative --output.
-    status, stdout, stderr = run_hw2(
+    status, stdout, stderr = run_child(
         ["-c", f"import os, runpy, sys; os.rmdir({str(gone)!r}); sys.argv = sys.argv[1:]; "
                "runpy.run_path(sys.argv[0], run_name='__main__')",
          HW2, mode, str(source), "--output", "out.png" if mode == "--decompress" else "c.npz"],
@@ -548,7 +539,7 @@ def test_no_python_warning_reaches_the_user(tmp_path):
     book = tmp_path / "ld.npz"
     np.savez(book, assignments=np.array([0, 1, 1, 0], dtype=np.uint8), means=means,
              img_shape=np.array([2, 2, 3]))
-    status, stdout, stderr = run_hw2([HW2, "--decompress", str(book), "--output",
+    status, stdout, stderr = run_child([HW2, "--decompress", str(book), "--output",
                                       str(tmp_path / "b.png")], env={"PYTHONWARNINGS": "error"})
     assert status in (0, 1) and stdout == ""
     assert all(line.startswith("hw2: ") for line in stderr.splitlines()), stderr
@@ -557,7 +548,7 @@ def test_no_python_warning_reaches_the_user(tmp_path):
 def test_isolated_mode_finds_hw2s_own_modules(tmp_path):
     # python3 -I leaves the script's folder off sys.path (and the environment aside).
     image = small_png(tmp_path)
-    status, stdout, stderr = run_hw2(["-I", HW2, "--compress", str(image), "--clusters", "3",
+    status, stdout, stderr = run_child(["-I", HW2, "--compress", str(image), "--clusters", "3",
                                       "--output", str(tmp_path / "c.npz"), "-q"], cwd=tmp_path)
     assert (status, stderr) == (0, "")
     printed_error(stdout)
@@ -575,6 +566,6 @@ def test_a_file_name_the_locale_cannot_decode_is_shown_byte_for_byte(tmp_path):
                           capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"Reconstruction error is ")
-    status, _, stderr = run_main(["--compress", os.fsdecode(name)[:-4] + ".jpg", "--output",
-                                  tmp_path / "d.npz"])
+    status, _, stderr = run_hw2("--compress", os.fsdecode(name)[:-4] + ".jpg", "--output",
+                                  tmp_path / "d.npz")
     assert status == 1 and "caf\\xe9.jpg: no such file" in stderr, stderr

@@ -6,8 +6,6 @@ Expected values are computed here from textbook formulas (``np.linalg.inv`` and
 ``slogdet`` are fine in a test), from the data's own construction, or from the
 input image and the written codebook.
 """
-import contextlib
-import io
 import os
 import re
 
@@ -17,7 +15,7 @@ from PIL import Image
 
 import codec
 import gmm
-import hw2
+from conftest import run_hw2
 import kmeans
 
 ROCKET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -448,13 +446,11 @@ def compress(pixels, tmp_path, clusters=20):
     """Write ``pixels`` as a PNG, compress it with the mixture; (printed error, codebook)."""
     image_path, book_path = tmp_path / "in.png", tmp_path / "book.npz"
     Image.fromarray(pixels).save(image_path)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = hw2.main(["--compress", str(image_path), "--model", "mixture",
-                           "--clusters", str(clusters), "--output", str(book_path)])
-    assert status == 0, err.getvalue()
-    match = RESULT_LINE.fullmatch(out.getvalue())
-    assert match, out.getvalue()
+    status, out, err = run_hw2("--compress", image_path, "--model", "mixture",
+                               "--clusters", clusters, "--output", book_path)
+    assert status == 0, err
+    match = RESULT_LINE.fullmatch(out)
+    assert match, out
     with np.load(book_path, allow_pickle=False) as archive:
         book = {key: archive[key] for key in archive.files}
     return float(match.group(1)), book

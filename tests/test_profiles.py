@@ -7,7 +7,6 @@ ImageCms (littleCMS) directly; the profiles are the sample photo's own Adobe
 RGB (1998) one, sRGB from ImageCms, and a grey one built here byte by byte.
 """
 import base64
-import contextlib
 import io
 import os
 import re
@@ -21,7 +20,7 @@ import pytest
 from PIL import Image, ImageCms
 
 import codec
-import hw2
+from conftest import run_hw2
 
 ROOT = Path(os.path.dirname(os.path.abspath(__file__))).parent
 with Image.open(ROOT / "samples" / "rocket.jpg") as _sample:
@@ -52,23 +51,15 @@ def with_junk(profile, junk):
     return struct.pack(">I", len(longer)) + longer[4:]
 
 
-def run_main(*argv):
-    """hw2.main(argv) with stdout and stderr captured: (status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = hw2.main([str(arg) for arg in argv])
-    return status, out.getvalue(), err.getvalue()
-
-
 def compress(image, book, clusters=6):
-    status, stdout, stderr = run_main("--compress", image, "--clusters", clusters,
+    status, stdout, stderr = run_hw2("--compress", image, "--clusters", clusters,
                                       "--output", book)
     assert status == 0, stderr
     return stdout, stderr
 
 
 def decompress(book, out):
-    status, _, stderr = run_main("--decompress", book, "--output", out)
+    status, _, stderr = run_hw2("--decompress", book, "--output", out)
     assert status == 0, stderr
     return stderr
 
