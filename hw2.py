@@ -83,6 +83,9 @@ def main(argv=None):
     except Terminated as stop:
         name = signal.Signals(stop.args[0]).name
         return report.say(f"hw2: terminated ({name}); {report.outcome()}", 128 + stop.args[0])
+    except ImportError as exc:  # before codec.CodecError: codec may be what failed to import
+        return report.say(f"hw2: error: the Python package {exc.name!r} is missing; install "
+                          "them with: python3 -m pip install -r requirements.txt", 1)
     except codec.CodecError as exc:
         return report.say(f"hw2: error: {exc}", 1)
     except OSError as exc:  # stdout, or what codec did not word (say, a deleted folder)

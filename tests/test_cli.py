@@ -555,6 +555,19 @@ def test_isolated_mode_finds_hw2s_own_modules(tmp_path):
     assert sorted(load_codebook(tmp_path / "c.npz")) == ["assignments", "img_shape", "means"]
 
 
+@pytest.mark.parametrize("package", ["numpy", "PIL"])
+def test_a_missing_package_is_one_line_naming_it(tmp_path, package):
+    # A student's python3 without the requirements: the line says what to install.
+    status, stdout, stderr = run_child(
+        ["-c", f"import runpy, sys; sys.modules[{package!r}] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')",
+         HW2, "--compress", str(small_png(tmp_path)), "--output", str(tmp_path / "c.npz")])
+    assert (status, stdout) == (1, "")
+    assert stderr == (f"hw2: error: the Python package {package!r} is missing; install them "
+                      "with: python3 -m pip install -r requirements.txt\n")
+    assert not (tmp_path / "c.npz").exists()
+
+
 def test_a_file_name_the_locale_cannot_decode_is_shown_byte_for_byte(tmp_path):
     # Under LC_ALL=C Python decodes file names as UTF-8 and keeps a byte that is not
     # UTF-8 (here Latin-1 e-acute, 0xE9) as a surrogate; the line shows the byte.
