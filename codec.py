@@ -752,7 +752,7 @@ def profile_comment(path, img_shape, notes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd metadata Pillow ignores, as in read_image
         try:
-            with Image.open(path) as image:  # reads the header, where the profile is
+            with _open_image(path) as image:  # reads the header, where the profile is
                 profile = image.info.get("icc_profile")
         except Exception:  # read_image read the file: a profile past Pillow's PNG limits
             profile = b"?"
