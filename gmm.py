@@ -494,7 +494,8 @@ def _precision_cholesky(covariances):
     except np.linalg.LinAlgError:
         raise ValueError("a covariance matrix is not positive definite; "
                          "increase reg_covar.") from None
-    inverse = np.linalg.solve(chol, np.eye(covariances.shape[-1]))
+    # The identity as a stack: NumPy before 2.0 reads a (d, d) right side as d vectors.
+    inverse = np.linalg.solve(chol, np.broadcast_to(np.eye(chol.shape[-1]), chol.shape))
     # solve works by LU and may leave rounding above the diagonal of L^-1.
     return np.triu(np.swapaxes(inverse, -1, -2))
 
