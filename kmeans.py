@@ -1,18 +1,14 @@
 """k-means clustering: k-means++ seeding and Lloyd's algorithm, written out in NumPy.
 
-Every function takes data ``X`` of shape ``(n_samples, n_features)`` and optional
-non-negative ``sample_weight``: a sample of weight 3 counts as three copies of it.  So the
-compressor fits the distinct colours of a photo weighted by their counts, and minimises
-the same objective as over every pixel.
-
-Top to bottom: :func:`kmeans` (several k-means++ starts, the best one finished);
-k-means++ (:func:`kmeans_plusplus`); Lloyd's algorithm (:func:`_lloyd`: assign step,
-update step, stop test, final assignment); then the speed-ups, each behind one small
-interface: the starts run on a coarse histogram of the data (:func:`coarse_histogram`, a
-heuristic), and the assign step may keep Hamerly's bounds (:class:`_BoundedDistance`,
-exact: the labels of :class:`_EveryDistance`).  The *objective* (``inertia``) is the
-weighted sum of squared distances; an image's reconstruction error (mean Euclidean
-distance) is codec.py's.  The measurements behind each constant: bench/NOTES.md, "k-means".
+Data ``X`` is ``(n_samples, n_features)`` with non-negative ``sample_weight``: a sample of
+weight 3 counts as three copies, so fitting a photo's distinct colours weighted by their
+counts minimises the objective over every pixel.  Top to bottom: :func:`kmeans` (starts,
+the best finished), :func:`kmeans_plusplus`, :func:`_lloyd` (assign step, update step, stop
+test, final assignment), then the speed-ups: the starts run on a coarse histogram
+(:func:`coarse_histogram`, a heuristic) and the assign step may keep Hamerly's bounds
+(:class:`_BoundedDistance`, exact).  The objective (``inertia``) is the weighted sum of
+squared distances; the reconstruction error (mean distance) is codec.py's.  Each constant's
+measurements: bench/NOTES.md, "k-means".
 """
 from functools import partial
 from typing import NamedTuple
@@ -28,11 +24,13 @@ MAX_CLUSTERS = 1 << 13
 _COARSE_BITS = (5, 6, 7)
 _CELLS_PER_CLUSTER = 2
 _MIN_CELLS = 10_000
-# n_init="auto": as many starts as fit in this many cell-centre pairs (NOTES: "Starts").
-_START_BUDGET = 7_500_000
+# n_init="auto": as many starts as fit in this many cell-centre pairs, at most
+# _STARTS_PER_CLUSTER * k (few clusters have few optima) and _MAX_STARTS (NOTES: "Starts").
+_START_BUDGET = 5_000_000
+_STARTS_PER_CLUSTER = 2
 _MAX_STARTS = 100
-# The starts that end lowest on the grid are finished on X, the best of those kept
-# (NOTES: "Starts").
+# The starts that end lowest on the grid are finished on X, as many as the finish budget
+# holds _FINISH_MIN_ITER iterations each for; they share it (NOTES: "Starts").
 _FINISH_KEEP = 3
 # The finish stops after this many sample-centre pairs: Lloyd's tail is long and flat
 # (NOTES: "Finish").
@@ -50,12 +48,10 @@ _MIN_BLOCK_ROWS = 16
 
 
 class Progress(NamedTuple):
-    """What a fit passes to its ``callback`` as it goes (k-means and the mixture alike).
-
-    ``stage``: ``"seeding"``, ``"coarse"``, ``"exact"``, ``"EM"``...; ``run`` of ``n_runs``:
-    the start, from 1; ``iteration`` of ``max_iter``: steps (centres, while seeding);
-    ``value``: the objective per unit of weight (k-means) or the mean log-likelihood, or NaN.
-    """
+    """What a fit passes to its ``callback`` as it goes (k-means and the mixture alike):
+    ``stage`` (``"seeding"``, ``"coarse"``, ``"exact"``, ``"EM"``...); ``run`` of ``n_runs``,
+    the start, from 1; ``iteration`` of ``max_iter`` (centres chosen, while seeding);
+    ``value``, the objective per unit of weight or the mean log-likelihood, or NaN."""
 
     stage: str
     run: int
@@ -66,13 +62,10 @@ class Progress(NamedTuple):
 
 
 class KMeansResult(NamedTuple):
-    """What :func:`kmeans` returns.
-
-    ``centers`` (n_clusters, n_features); ``labels`` (n_samples,), the nearest centre of
-    each sample (the lowest index on ties); ``inertia``, the weighted sum of squared
-    distances to them; ``n_iter`` and ``converged``, of the finish on ``X``; ``n_init``,
-    the starts tried.
-    """
+    """What :func:`kmeans` returns: ``centers`` (n_clusters, n_features); ``labels``
+    (n_samples,), each sample's nearest centre (the lowest index on ties); ``inertia``, the
+    weighted sum of squared distances to them; ``n_iter`` and ``converged``, of the finish
+    on ``X``; ``n_init``, the starts tried."""
 
     centers: np.ndarray
     labels: np.ndarray
@@ -99,10 +92,8 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
     n_clusters : int
         From 1 to the number of samples of positive weight.
     sample_weight : array_like of shape (n_samples,), optional
-        Non-negative weights (default: all ones).
     init : {"k-means++", "random"} or ndarray of shape (n_clusters, n_features)
-        Greedy k-means++, samples drawn in proportion to weight, or these centres (one
-        start, finished on ``X`` at once).
+        Greedy k-means++, samples drawn in proportion to weight, or these centres.
     n_init : int or "auto"
         Number of starts; "auto": as many as a budget of work allows.
     max_iter : int
@@ -111,7 +102,6 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
         A start stops when the summed squared shift of the centres is at most ``tol``
         times the mean per-feature variance of ``X`` (scale-free).
     rng : numpy.random.Generator, optional
-        Default ``np.random.default_rng(0)``.
     callback : callable, optional
         Given a :class:`Progress` while seeding and after each update step.
 
@@ -132,14 +122,17 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
     if start is None:
         points, point_weights, offset = _coarse_data(X, weights, n_clusters)
         n_runs = n_init if n_init != "auto" else int(np.clip(
-            _START_BUDGET // (len(points) * n_clusters), 1, _MAX_STARTS))
+            _START_BUDGET // (len(points) * n_clusters), 1,
+            min(_MAX_STARTS, _STARTS_PER_CLUSTER * n_clusters)))
         starts = _best_starts(points, point_weights, n_clusters, INITS[init], n_runs, max_iter,
                               tol * _mean_variance(X, weights), rng,
                               partial(stage, offset=offset))
-    finish_iter = min(max_iter, max(_FINISH_MIN_ITER, _FINISH_PAIRS // (len(X) * n_clusters)))
-    n_finish = max(1, _FINISH_PAIRS // (len(X) * n_clusters * _FINISH_MIN_ITER))
+    n_finish = max(1, min(len(starts), _FINISH_PAIRS // (len(X) * n_clusters * _FINISH_MIN_ITER)))
+    finish_iter = min(max_iter, max(_FINISH_MIN_ITER,
+                                    _FINISH_PAIRS // (n_finish * len(X) * n_clusters)))
     results = [_lloyd(X, weights, centers, _assign_step(X, n_clusters), finish_iter, 0.0,
-                      stage("exact", run, n_runs, finish_iter)) for run, centers in starts[:n_finish]]
+                      stage("exact", run, n_runs, finish_iter))
+               for run, centers in starts[:n_finish]]
     return min(results, key=lambda result: result.inertia)._replace(n_init=n_runs)
 
 
@@ -237,14 +230,11 @@ def _lloyd(X, weights, centers, assign_step, max_iter, tol_abs, report):
 
 
 class _UpdateStep:
-    """The update step: each centre moves to the weighted mean of its samples.
-
-    Called as ``update(labels, centers) -> (new_centers, objective)``, the objective
-    being that of ``labels`` with their means.  The clusters' sums are kept between calls
-    and changed only by the samples whose label changed (exact for integer data and
-    weights).  An emptied cluster moves to the sample of largest weighted squared distance
-    to its centre (the move that lowers the objective most); several take the largest few.
-    """
+    """The update step, ``update(labels, centers) -> (new_centers, objective of labels)``:
+    each centre moves to the weighted mean of its samples; an emptied one to the sample of
+    largest weighted squared distance (the move that lowers the objective most; several
+    take the largest few).  The clusters' sums are kept between calls and changed only by
+    the samples whose label changed (exact for integer data and weights)."""
 
     def __init__(self, X, weights, n_clusters):
         self.X, self.weights, self.n_clusters = X, weights, n_clusters
@@ -286,12 +276,9 @@ class _UpdateStep:
 # ---------------------------------------------------------------- speed-up: coarse starts
 
 def _coarse_data(X, weights, n_clusters):
-    """What the starts run on: a coarse histogram of ``X``, or ``X`` itself.
-
-    Returns ``(points, weights, offset)``; ``offset`` is the weighted squared scatter of
-    the samples about their cells' means, so a clustering of the points plus ``offset`` is
-    the objective of ``X`` clustered by cells.
-    """
+    """What the starts run on, ``(points, weights, offset)``: a coarse histogram of ``X``,
+    or ``X`` itself.  ``offset``, the samples' weighted squared scatter about their cells'
+    means, turns the points' objective into that of ``X`` clustered by cells."""
     span = float((X.max(axis=0) - X.min(axis=0)).max())
     for bits in _COARSE_BITS:
         if span == 0.0:
@@ -352,15 +339,13 @@ class _EveryDistance:
 class _BoundedDistance:
     """The assign step with Hamerly's bounds: the labels of :class:`_EveryDistance`.
 
-    Each sample keeps an upper bound ``u`` on the distance to its centre and a lower
-    bound ``l`` on the distance to every other centre.  When the centres move, ``u`` grows
-    by its centre's move and ``l`` shrinks by the largest move; while ``u < l`` the label
-    cannot change.  The others are checked against their own centre, then if need be
-    against every centre.  Lazily, at one comparison a sample: with ``moved[j]`` the summed
-    moves of centre ``j`` and ``largest`` the summed largest moves, ``u < l`` holds while
-    ``moved[label] + largest < key``, ``key = l + largest - u + moved[label]`` taken when
-    the sample was last looked at.
-    """
+    Each sample keeps an upper bound ``u`` on the distance to its centre and a lower bound
+    ``l`` on the distance to every other; when the centres move, ``u`` grows by its centre's
+    move and ``l`` shrinks by the largest move, and while ``u < l`` the label cannot change.
+    The rest are checked against their centre, then if need be every centre.  Lazily: with
+    ``moved[j]`` the summed moves of centre ``j`` and ``largest`` the summed largest moves,
+    ``u < l`` while ``moved[label] + largest < key = l + largest - u + moved[label]``, taken
+    when the sample was last looked at."""
 
     def __init__(self, X):
         self.X, self.x_sq = X, _row_norms(X)
@@ -493,10 +478,8 @@ def _check_init(init, n_clusters, n_features):
 
 
 def _reporter(callback, total_weight, stage, run, n_runs, max_iter, offset=0.0):
-    """``report(iteration, objective)`` for one stage: a :class:`Progress` to ``callback``.
-
-    The objective is reported per unit of weight, ``offset`` added first.
-    """
+    """``report(iteration, objective)`` for one stage: a :class:`Progress` to ``callback``,
+    with ``(objective + offset)`` per unit of weight."""
     def report(iteration, objective=np.nan):
         if callback is not None:
             value = (objective + offset) / total_weight
