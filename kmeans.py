@@ -18,14 +18,13 @@ import numpy as np
 # The most clusters the command line accepts: k-means++ grows as k^2 log k (NOTES: "Largest k").
 MAX_CLUSTERS = 1 << 13
 
-# Heuristics (they change which optimum is found).
-# The starts run on the coarsest grid of these bits per feature with enough occupied
-# cells, else on X (NOTES: "Coarse grid").
+# Heuristics (they change which optimum is found).  The starts run on the coarsest grid of
+# these bits per feature with enough occupied cells, else on X (NOTES: "Coarse grid").
 _COARSE_BITS = (5, 6, 7)
 _CELLS_PER_CLUSTER = 2
 _MIN_CELLS = 10_000
-# n_init="auto": as many starts as fit in this many cell-centre pairs, at most
-# _STARTS_PER_CLUSTER * k (few clusters have few optima) and _MAX_STARTS (NOTES: "Starts").
+# n_init="auto": as many starts as fit in this many cell-centre pairs, at most 2 per
+# cluster (so small k at 10 MP costs what it did) and 100 (NOTES: "Starts").
 _START_BUDGET = 5_000_000
 _STARTS_PER_CLUSTER = 2
 _MAX_STARTS = 100
@@ -37,12 +36,13 @@ _FINISH_KEEP = 3
 _FINISH_PAIRS = 75_000_000
 _FINISH_MIN_ITER = 15
 
-# Exact speed-ups (the same result).
-# Hamerly's bounds pay from this many clusters on (NOTES: "Bounds").
+# Exact speed-ups (the same result).  Hamerly's bounds pay from this many clusters on
+# (NOTES: "Bounds").
 _BOUNDS_MIN_CLUSTERS = 128
 # Bounds err by this relative margin, far above float64 rounding, towards looking again.
 _BOUND_SLACK = 1e-9
-# Distances held at once by the blocked kernels: rows per block times clusters.
+# Distances held at once by the blocked kernels: rows per block times clusters (NOTES:
+# "Blocked distances").
 _CHUNK_ELEMENTS = 1 << 17
 _MIN_BLOCK_ROWS = 16
 
@@ -121,9 +121,8 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
     starts, n_runs = [(1, start)], 1
     if start is None:
         points, point_weights, offset = _coarse_data(X, weights, n_clusters)
-        n_runs = n_init if n_init != "auto" else int(np.clip(
-            _START_BUDGET // (len(points) * n_clusters), 1,
-            min(_MAX_STARTS, _STARTS_PER_CLUSTER * n_clusters)))
+        n_runs = n_init if n_init != "auto" else int(np.clip(_START_BUDGET // (
+            len(points) * n_clusters), 1, min(_MAX_STARTS, _STARTS_PER_CLUSTER * n_clusters)))
         starts = _best_starts(points, point_weights, n_clusters, INITS[init], n_runs, max_iter,
                               tol * _mean_variance(X, weights), rng,
                               partial(stage, offset=offset))
@@ -195,8 +194,7 @@ def _init_plusplus(X, n_clusters, weights, rng, report=None):
 
 
 def _init_random(X, n_clusters, weights, rng, report=None):
-    rows = rng.choice(len(X), size=n_clusters, replace=False, p=weights / weights.sum())
-    return X[rows].copy()
+    return X[rng.choice(len(X), size=n_clusters, replace=False, p=weights / weights.sum())]
 
 
 INITS = {"k-means++": _init_plusplus, "random": _init_random}
@@ -219,10 +217,8 @@ def _lloyd(X, weights, centers, assign_step, max_iter, tol_abs, report):
         report(n_iter, objective)
         shift = float(np.sum((new_centers - centers) ** 2))
         centers = new_centers
-        new_labels = assign_step.labels(centers)
-        unchanged = np.array_equal(new_labels, labels)
-        labels = new_labels
-        if unchanged or shift <= tol_abs:
+        labels, old_labels = assign_step.labels(centers), labels
+        if np.array_equal(labels, old_labels) or shift <= tol_abs:
             converged = True
             break
     inertia = float(weights @ _row_norms(X - centers[labels]))

@@ -835,7 +835,7 @@ def kmeans_quality(output):
         "with `kmeans.kmeans` replaced by a no-op: start-up, reading, counting, writing), each "
         f"the fastest of up to {REPEATS}; scikit-learn's `KMeans(n_init=1, random_state=0)` "
         "fit alone, the fastest of 3.", "",
-        "Photos:\n" + "".join(f"- {photo.describe()}: {photo.label}\n" for photo in photos),
+        "Photos:\n" + "".join(f"- {photo.describe()}\n" for photo in photos),
         quality_tables(rows, photos),
         f"Time: {time.perf_counter() - started:.0f} s. Load average at the start: "
         f"{load_at_start}; at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.", ""])
