@@ -160,11 +160,11 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, rng=None, n_local_tria
     X, weights = check_data(X, sample_weight)
     _check_n_clusters(X, weights, n_clusters)
     rng = np.random.default_rng(0) if rng is None else rng
-    indices = _kmeans_plusplus(X, n_clusters, weights, rng, n_local_trials)
+    indices = _kmeans_plusplus(X, n_clusters, weights, rng, n_local_trials, lambda n: None)
     return X[indices].copy(), indices
 
 
-def _kmeans_plusplus(X, n_clusters, weights, rng, n_local_trials=None, report=None):
+def _kmeans_plusplus(X, n_clusters, weights, rng, n_local_trials, report):
     """Greedy k-means++ on checked input: the chosen row indices; ``report(n_chosen)``."""
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
@@ -173,8 +173,7 @@ def _kmeans_plusplus(X, n_clusters, weights, rng, n_local_trials=None, report=No
     indices[0] = rng.choice(len(X), p=weights / weights.sum())
     closest = _sq_dist_to(X, x_sq, X[indices[:1]])[0]
     for c in range(1, n_clusters):
-        if report is not None:
-            report(c)
+        report(c)
         cumulative = np.cumsum(weights * closest)
         if cumulative[-1] <= 0.0:  # every weighted sample already sits on a centre
             raise ValueError(f"X has fewer than n_clusters={n_clusters} distinct points "
@@ -189,11 +188,11 @@ def _kmeans_plusplus(X, n_clusters, weights, rng, n_local_trials=None, report=No
     return indices
 
 
-def _init_plusplus(X, n_clusters, weights, rng, report=None):
-    return X[_kmeans_plusplus(X, n_clusters, weights, rng, report=report)].copy()
+def _init_plusplus(X, n_clusters, weights, rng, report):
+    return X[_kmeans_plusplus(X, n_clusters, weights, rng, None, report)]
 
 
-def _init_random(X, n_clusters, weights, rng, report=None):
+def _init_random(X, n_clusters, weights, rng, report):
     return X[rng.choice(len(X), size=n_clusters, replace=False, p=weights / weights.sum())]
 
 
@@ -289,13 +288,10 @@ def _coarse_data(X, weights, n_clusters):
 
 
 def coarse_histogram(X, weights, width):
-    """Pool the samples into the cells of a grid: the cells' weighted means and weights.
-
-    ``X`` (n_samples, n_features) and ``weights`` (n_samples,) are pooled in cells of side
-    ``width`` (for 0..255 colours, 8 pools 5 bits a channel).  Returns ``cell_means``
-    (n_cells, n_features), each cell's weighted mean (its plain mean if it weighs nothing);
-    ``cell_weights`` (n_cells,); ``cell_of_sample`` (n_samples,), each sample's cell.
-    """
+    """Pool ``X`` (n_samples, n_features), weighted by ``weights``, in the cells of side
+    ``width`` of a grid (for 0..255 colours, 8 pools 5 bits a channel).  Returns
+    ``cell_means`` (n_cells, n_features), each occupied cell's weighted mean (its plain mean
+    if it weighs nothing); ``cell_weights`` (n_cells,); ``cell_of_sample`` (n_samples,)."""
     coords = np.floor((X - X.min(axis=0)) / width).astype(np.int64)
     dims = coords.max(axis=0) + 1
     if np.prod(dims.astype(float)) < 2.0 ** 62:
@@ -397,10 +393,8 @@ def assign(X, centers):
 def _nearest_two(X, centers, x_sq, second=True):
     """``(labels, first, runner_up)``, each (n_samples,): the nearest centre of each row,
     its squared distance and the runner-up's (``inf`` for a lone centre), clipped at zero.
-
     Over blocks of rows, as ``-2 x.c + ||c||^2``; ``||x||^2`` is added to the minima only.
-    Without ``x_sq`` the labels alone (``first`` and ``runner_up`` None), a fifth quicker.
-    """
+    Without ``x_sq`` the labels alone (``first`` and ``runner_up`` None), a fifth quicker."""
     n_samples, n_clusters = len(X), len(centers)
     minus_two_ct, c_sq = -2.0 * centers.T, _row_norms(centers)
     labels = np.empty(n_samples, dtype=np.intp)
@@ -491,7 +485,10 @@ def _mean_variance(X, weights):
 
 def _sq_dist_to(X, x_sq, points):
     """Squared distances from each of ``points`` to every row of ``X``, (n_points, n_samples)."""
-    return np.maximum((-2.0 * points) @ X.T + x_sq + _row_norms(points)[:, None], 0.0)
+    d2 = (-2.0 * points) @ X.T
+    d2 += x_sq
+    d2 += _row_norms(points)[:, None]
+    return np.maximum(d2, 0.0, out=d2)
 
 
 def _row_norms(X):
