@@ -28,9 +28,9 @@ _MIN_CELLS = 10_000
 _START_BUDGET = 5_000_000
 _STARTS_PER_CLUSTER = 2
 _MAX_STARTS = 100
-# The starts that end lowest on the grid are finished on X, as many as the finish budget
-# holds _FINISH_MIN_ITER iterations each for; they share it (NOTES: "Starts").
-_FINISH_KEEP = 3
+# A start on the grid stops at this many times tol: ranking the starts needs no more, and
+# the lowest is finished on X (NOTES: "Starts").
+_START_TOL = 10
 # The finish stops after this many sample-centre pairs: Lloyd's tail is long and flat
 # (NOTES: "Finish").
 _FINISH_PAIRS = 75_000_000
@@ -81,10 +81,9 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
            max_iter=300, tol=1e-4, rng=None, callback=None):
     """Cluster ``X`` into ``n_clusters`` groups: k-means++ starts, then Lloyd's algorithm.
 
-    Each start is seeded and run to ``tol`` on a coarse histogram of ``X`` (or on ``X``
-    when no grid suits); the few that end lowest are finished on ``X`` until no label
-    changes or an iteration budget runs out (``max_iter``, fewer on large data), and the
-    lowest is returned.
+    Each start is seeded and run to ``10 * tol`` on a coarse histogram of ``X`` (or on
+    ``X`` when no grid suits); the one that ends lowest is finished on ``X`` until no
+    label changes or an iteration budget runs out (``max_iter``, fewer on large data).
 
     Parameters
     ----------
@@ -99,8 +98,8 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
     max_iter : int
         Most Lloyd iterations of a start, and of a finish.
     tol : float
-        A start stops when the summed squared shift of the centres is at most ``tol``
-        times the mean per-feature variance of ``X`` (scale-free).
+        A start stops when the summed squared shift of the centres is at most ``10 *
+        tol`` times the mean per-feature variance of ``X`` (scale-free).
     rng : numpy.random.Generator, optional
     callback : callable, optional
         Given a :class:`Progress` while seeding and after each update step.
@@ -118,33 +117,31 @@ def kmeans(X, n_clusters, *, sample_weight=None, init="k-means++", n_init="auto"
         raise ValueError(f"max_iter={max_iter} should be >= 1 and tol={tol} >= 0.")
     rng = np.random.default_rng(0) if rng is None else rng
     stage = partial(_reporter, callback, weights.sum())
-    starts, n_runs = [(1, start)], 1
+    run, n_runs = 1, 1
     if start is None:
         points, point_weights, offset = _coarse_data(X, weights, n_clusters)
         n_runs = n_init if n_init != "auto" else int(np.clip(_START_BUDGET // (
             len(points) * n_clusters), 1, min(_MAX_STARTS, _STARTS_PER_CLUSTER * n_clusters)))
-        starts = _best_starts(points, point_weights, n_clusters, INITS[init], n_runs, max_iter,
-                              tol * _mean_variance(X, weights), rng,
-                              partial(stage, offset=offset))
-    n_finish = max(1, min(len(starts), _FINISH_PAIRS // (len(X) * n_clusters * _FINISH_MIN_ITER)))
-    finish_iter = min(max_iter, max(_FINISH_MIN_ITER,
-                                    _FINISH_PAIRS // (n_finish * len(X) * n_clusters)))
-    results = [_lloyd(X, weights, centers, _assign_step(X, n_clusters), finish_iter, 0.0,
-                      stage("exact", run, n_runs, finish_iter))
-               for run, centers in starts[:n_finish]]
-    return min(results, key=lambda result: result.inertia)._replace(n_init=n_runs)
+        run, start = _best_start(points, point_weights, n_clusters, INITS[init], n_runs, max_iter,
+                                 _START_TOL * tol * _mean_variance(X, weights), rng,
+                                 partial(stage, offset=offset))
+    finish_iter = min(max_iter, max(_FINISH_MIN_ITER, _FINISH_PAIRS // (len(X) * n_clusters)))
+    result = _lloyd(X, weights, start, _assign_step(X, n_clusters), finish_iter, 0.0,
+                    stage("exact", run, n_runs, finish_iter))
+    return result._replace(n_init=n_runs)
 
 
-def _best_starts(X, weights, n_clusters, seed, n_init, max_iter, tol_abs, rng, stage):
-    """Seed and run Lloyd to ``tol_abs`` ``n_init`` times: the ``_FINISH_KEEP`` lowest ends,
-    as ``(run, centers)`` with runs numbered from 1."""
-    ends = []
+def _best_start(X, weights, n_clusters, seed, n_init, max_iter, tol_abs, rng, stage):
+    """Seed and run Lloyd to ``tol_abs`` ``n_init`` times; ``(run, centers)`` of the lowest end
+    (runs numbered from 1)."""
+    best = None
     for run in range(1, n_init + 1):
         centers = seed(X, n_clusters, weights, rng, stage("seeding", run, n_init, n_clusters))
         result = _lloyd(X, weights, centers, _assign_step(X, n_clusters), max_iter, tol_abs,
                         stage("coarse", run, n_init, max_iter))
-        ends.append((result.inertia, run, result.centers))
-    return [(run, centers) for _, run, centers in sorted(ends, key=lambda e: e[:2])[:_FINISH_KEEP]]
+        if best is None or result.inertia < best[0]:
+            best = (result.inertia, run, result.centers)
+    return best[1:]
 
 
 # ---------------------------------------------------------------- k-means++
