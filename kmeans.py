@@ -24,10 +24,10 @@ _COARSE_BITS = (5, 6, 7)
 _CELLS_PER_CLUSTER = 2
 _MIN_CELLS = 10_000
 # n_init="auto": as many starts as fit in this many cell-centre pairs, at most 2 per
-# cluster (so small k at 10 MP costs what it did) and 100 (NOTES: "Starts").
+# cluster (so small k at 10 MP costs what it did) and 16 (NOTES: "Starts").
 _START_BUDGET = 5_000_000
 _STARTS_PER_CLUSTER = 2
-_MAX_STARTS = 100
+_MAX_STARTS = 16
 # A start on the grid stops at this many times tol: ranking the starts needs no more, and
 # the lowest is finished on X (NOTES: "Starts").
 _START_TOL = 10
