@@ -9,7 +9,7 @@
    and compared with the sRGB photo: mean absolute difference in levels.
 2. Codebooks (k=20, RGB and with an alpha ramp) of the sample and of the sample
    upscaled to 10.7 MP (smooth, and with noise as bench.py's): the indexed PNG's size
-   (with "PNG" added to codec.PALETTE_FORMATS, off by default) against Pillow's
+   (hw2's --indexed) against Pillow's
    optimize=True on the same palette image, and write_image's time against writing the
    decoded pixels as today (RGB[A] PNG).
 
@@ -94,8 +94,9 @@ def with_alpha(image):
     return image
 
 
-def palettes(folder):
-    codec.PALETTE_FORMATS += ("PNG",)  # measures the indexed PNG that this switch turns on
+def palettes(folder, level=None):
+    if level is not None:  # what another zlib level would give (bench/NOTES.md's table)
+        codec.PALETTE_SAVE_OPTIONS["PNG"] = {"compress_level": level}
     print("\ncodebook (k=20)         PNG bytes  /optimize=True  write time indexed / today")
     for name, photo in photos().items():
         for mode, image in (("RGB", photo), ("RGBA", with_alpha(photo))):
@@ -108,10 +109,10 @@ def palettes(folder):
             out = os.path.join(folder, "out.png")
             today = best_time(lambda: codec.write_image(out, pixels))
             indexed = best_time(lambda: codec.write_image(
-                out, pixels, codec.indexed_image(assignments, means, img_shape, "PNG")))
+                out, pixels, codec.indexed_image(assignments, means, img_shape, "PNG", ("PNG",))))
             size = os.path.getsize(out)
             optimized = io.BytesIO()
-            codec.indexed_image(assignments, means, img_shape, "PNG").save(
+            codec.indexed_image(assignments, means, img_shape, "PNG", ("PNG",)).save(
                 optimized, format="PNG", optimize=True)
             print(f"{name:16s} {mode:4s} {size:>11,d}  {size / len(optimized.getvalue()):6.3f}"
                   f"          {indexed:.2f} s / {today:.2f} s = {indexed / today:.2f}")
@@ -120,10 +121,13 @@ def palettes(folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hw2", default=ROOT, help="folder of the hw2.py to run in part 1")
+    parser.add_argument("--level", type=int, help="the indexed PNG's zlib level (default: hw2's)")
+    parser.add_argument("--palettes-only", action="store_true", help="part 2 only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        round_trips(args.hw2, folder)
-        palettes(folder)
+        if not args.palettes_only:
+            round_trips(args.hw2, folder)
+        palettes(folder, args.level)
 
 
 if __name__ == "__main__":
