@@ -237,9 +237,9 @@ def write_image(path, pixels, indexed=None, icc_profile=None):
     if image.mode == "LA" and "LA" not in modes and "RGBA" in modes:
         image = image.convert("RGBA")
     composited = image.mode in ("LA", "RGBA") and image.mode not in modes
-    indexed = _gif_with_transparency(image) if composited and fmt == "GIF" else None
-    if indexed is not None:
-        image, options, composited = indexed, {"transparency": indexed.info["transparency"]}, False
+    gif = _gif_with_transparency(image) if composited and fmt == "GIF" else None
+    if gif is not None:
+        image, options, composited = gif, {"transparency": gif.info["transparency"]}, False
     elif composited:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
