@@ -243,7 +243,7 @@ def run_hw2(*argv, limit_bytes=None, timeout=30):
                           preexec_fn=limit if limit_bytes else None)
 
 
-@pytest.mark.parametrize("ext", [".jp2", ".png", ".tif"])
+@pytest.mark.parametrize("ext", [".jp2", ".png"])  # every format is encoded, then written
 def test_full_disk_gives_one_line_and_leaves_nothing(ext, small_disk, tmp_path):
     book = codebook(tmp_path / "c.npz", noise((64, 64, 3)))
     out = small_disk / f"back{ext}"
@@ -791,7 +791,7 @@ def test_encoder_out_of_memory_is_a_memory_error(ext, tmp_path):
 def test_photo_followed_by_a_gigabyte_is_read_with_the_memory_of_the_photo(ext, tmp_path):
     photo = tmp_path / f"photo{ext}"
     with Image.open(ROCKET) as image:
-        image.save(photo)
+        image.resize((160, 107)).save(photo)  # small: the point is the file's size
     with open(photo, "r+b") as handle:  # 1 GiB of zeros after the image, sparse on disk
         handle.truncate(photo.stat().st_size + (1 << 30))
     done = run_limited(["--compress", photo, "--output", tmp_path / "c.npz", "-q"])
