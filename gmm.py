@@ -158,7 +158,9 @@ def _e_step(rows, mixture, log_prob_of=None):
     row_ll = np.empty(len(rows.weights))
     for block, kept, log_prob in (log_prob_of or _log_prob_fast)(rows, mixture):
         peak = log_prob.max(axis=0)                                  # m_i
-        resp = np.exp(log_prob - peak)
+        # In place: new arrays of megabytes each block cost page faults (NOTES: "_e_step").
+        log_prob -= peak
+        resp = np.exp(log_prob, out=log_prob)                        # exp(log p_ij - m_i)
         total = resp.sum(axis=0)
         row_ll[block] = peak + np.log(total)                         # log p(x_i)
         resp *= rows.weights[block] / total                          # s_i r_ij
