@@ -153,14 +153,16 @@ def normalize_dashes(argv):
 
 def compress(args, report):
     """Cluster the colours of ``args.compress`` and write the codebook to ``args.output``."""
+    import numpy as np
     import codec
     codec.check_output_path(args.output, input_path=args.compress)
     report.progress(f"reading {args.compress}")
     notes = []
     pixels = codec.read_image(args.compress, notes=notes)
-    in_size = os.path.getsize(args.compress)  # now: the input may be moved while fitting
+    # Its size and colour profile now: the input may be moved while fitting.
+    in_size = os.path.getsize(args.compress)
     shape = pixels.shape
-    comment = codec.profile_comment(args.compress, shape, notes)  # now: the input may move
+    comment = codec.profile_comment(args.compress, shape, notes)
     for note in notes:
         report.say(f"hw2: note: {note}")
     report.progress("counting colours")
@@ -177,7 +179,7 @@ def compress(args, report):
     size = os.path.getsize(args.output)
     how = plural(fit.n_iter, "iteration") + ", converged" * fit.converged if fit else "lossless"
     report.say(f"hw2: wrote {args.output}, {size:,} bytes ({size / in_size:.0%} of the input); "
-               f"{args.model}, {plural(len(set(labels.tolist())), 'cluster')} used, {how}; "
+               f"{args.model}, {plural(int(np.count_nonzero(np.bincount(labels))), 'cluster')} used, {how}; "
                f"{time.monotonic() - report.started:.2f} s")
 
 

@@ -101,7 +101,7 @@ def test_objective_never_rises(init, seed):
     for stage, run in runs:
         values = [p.value for p in seen if (p.stage, p.run) == (stage, run)]
         assert np.diff(values).max(initial=0.0) <= 1e-12 * values[0], f"the objective rose: {values}"
-    # The lowest of the finished starts is the one returned.
+    # The finished start (the lowest on the grid) is the one returned.
     assert result.inertia / weights.sum() == pytest.approx(min(finishes(seen).values()), rel=1e-9)
 
 
