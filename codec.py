@@ -146,9 +146,11 @@ def _unreadable(path):
         with Image.open(path) as image:  # only to name the format: nothing is decoded
             fmt = image.format
     except Exception:  # a probe: whatever Pillow raises means "no format it knows"
+        if _start(path, 2) == b"PK":
+            return "not an image but a zip archive, as codebooks are: use --decompress for those"
         return "not an image file Pillow can read"
-    return (f"its format is {fmt}; hw2 reads only raster image formats (PNG, JPEG, TIFF, WebP, "
-            "...), never one that needs another program to draw it: convert it to PNG first")
+    return (f"its format is {fmt}; hw2 reads the raster formats {', '.join(READ_FORMATS)} "
+            "(and HEIC with pillow-heif): convert it to PNG first")
 
 
 def max_pixels():
@@ -162,138 +164,68 @@ def _too_many_pixels(n_pixels):
             f"of {max_pixels():,} pixels (Pillow's guard against decompression bombs)")
 
 
-# ---------------------------------------------------------------- writing images
+# ---------------------------------------------------------------- colour profiles
 
-# What each output format keeps: the modes it stores exactly (P: a palette, I;16: 16-bit
-# grey), the largest width or height it holds, and Image.save's options.  Measured by
-# writing each mode and reading it back (docs/images.md).  Decoded images are 8-bit L,
-# LA, RGB or RGBA; a mode the format lacks is converted: LA to RGBA, alpha composited on
-# white (GIF: kept as one transparent index when it is only 0 or 255), L to RGB.
-_JPEG = ("JPEG", "L RGB", 65_500, {"quality": JPEG_QUALITY})
-_OUTPUTS = {
-    ".png": ("PNG", "L LA RGB RGBA P I;16", 0, {}),
-    ".tif": ("TIFF", "L LA RGB RGBA P I;16", 0, {}),
-    ".webp": ("WEBP", "RGB RGBA", 16_383, {"lossless": True, "exact": True}),
-    ".gif": ("GIF", "L RGB P", 0, {}),  # RGB through Pillow's quantizer: 256 colours
-    ".bmp": ("BMP", "L RGB P", 0, {}),
-    ".jpg": _JPEG, ".jpeg": _JPEG,
-    ".mpo": ("MPO",) + _JPEG[1:],
-    ".pdf": ("PDF",) + _JPEG[1:],  # stored as JPEG
-    ".jp2": ("JPEG2000", "L LA RGB RGBA", 0, {}),
-    ".tga": ("TGA", "L LA RGB RGBA", 0, {}),
-    ".ico": ("ICO", "L LA RGB RGBA", 256, {}),
-    ".ppm": ("PPM", "L RGB", 0, {}),
-    ".pgm": ("PPM", "L", 0, {}),
-    ".pcx": ("PCX", "L RGB", 0, {}),
-}
-_OUTPUTS[".tiff"] = _OUTPUTS[".tif"]
+# A codebook's zip comment carries a profile as this tag and base64 of the zlib-compressed
+# bytes: zipfile finds the archive's end by searching for b"PK\x05\x06", which raw bytes may hold.
+PROFILE_TAG = b"hw2-icc-profile:"
 
 
-def image_format_for(path):
-    """The Pillow format that ``path``'s extension names (``"PNG"``), if hw2 writes it."""
-    return _output_for(path)[0]
+def profile_comment(path, img_shape, notes):
+    """The zip comment carrying the ICC profile of the image at ``path`` (b"" for none).
 
-
-def _output_for(path):
-    """``(format, modes, max_side, options)`` for ``path``'s extension, or CodecError."""
-    _check_output_name(path)  # a wrong name ("x.png/", a loop) has no meaningful extension
-    ext = os.path.splitext(path)[1].lower()
-    Image.init()  # loads every plugin, so SAVE lists each writer this Pillow has
-    if ext in _OUTPUTS and _OUTPUTS[ext][0] in Image.SAVE:
-        return _OUTPUTS[ext]
-    raise CodecError(f"{path}: " + (f"hw2 cannot write images with extension {ext!r}" if ext
-                                    else "no file extension to choose an image format")
-                     + f" (use {', '.join(sorted(_OUTPUTS))})")
-
-
-def write_image(path, pixels, indexed=None, icc_profile=None):
-    """Write pixels to ``path`` in the format its extension names (see ``_OUTPUTS``).
-
-    Refused before anything is written: a size the format cannot hold, and
-    colour to ``.pgm``.  The image is encoded in memory (so no encoder meets a
-    full disk), then written beside ``path`` and moved into place.
-
-    Parameters
-    ----------
-    path : str
-    pixels : ndarray of shape (H, W) or (H, W, C), uint8
-    indexed : PIL.Image.Image, optional
-        The same pixels as a palette image (:func:`indexed_image`), written instead.
-    icc_profile : bytes, optional
-        A colour profile to embed (:func:`output_colours`).
-
-    Returns
-    -------
-    bool
-        True when the alpha channel was composited away (on white).
+    ``img_shape`` is that of the pixels read.  Not carried: an sRGB profile (no
+    colour moves a level); with a note, one littleCMS cannot use, one of another
+    space than the values (CMYK: Pillow's ``convert`` ignores it, and the codebook
+    holds what ``convert`` gives), or one too large for the comment's 65,535 bytes.
     """
-    fmt, modes, max_side, options = _output_for(path)
-    modes = modes.split()
-    image = Image.fromarray(pixels) if indexed is None else indexed
-    if max_side and max(image.size) > max_side:
-        raise CodecError(f"{path}: {fmt} holds at most {max_side:,} pixels a side, this image "
-                         f"is {image.width}x{image.height}; use .png or .tif")
-    options = dict(options, **({"sizes": [image.size]} if fmt == "ICO" else {}))
-    if image.mode == "LA" and "LA" not in modes and "RGBA" in modes:
-        image = image.convert("RGBA")
-    composited = image.mode in ("LA", "RGBA") and image.mode not in modes
-    gif = _gif_with_transparency(image) if composited and fmt == "GIF" else None
-    if gif is not None:
-        image, options, composited = gif, {"transparency": gif.info["transparency"]}, False
-    elif composited:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba).convert("L" if image.mode == "LA" else "RGB")
-    if image.mode == "L" and "L" not in modes:
-        image = image.convert("RGB")
-    if image.mode not in modes:
-        raise CodecError(f"{path}: a .pgm file holds grey images only, this one is "
-                         f"{image.mode}; use .ppm or .png")
-    if indexed is not None:
-        options.update(PALETTE_SAVE_OPTIONS.get(fmt, {}))
-    if icc_profile is not None:
-        options["icc_profile"] = icc_profile
-    encoded = _encode(path, image, fmt, options)
-    _atomic_write(path, lambda handle: handle.write(encoded))
-    return composited
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd metadata Pillow ignores, as in read_image
+        try:
+            with _open_image(path) as image:  # reads the header, where the profile is
+                profile = image.info.get("icc_profile")
+        except Exception:  # read_image read the file: a profile past Pillow's PNG limits
+            profile = b"?"
+    if not profile:
+        return b""
+    space = _profile_space(profile)
+    wanted = "RGB" if len(img_shape) == 3 and img_shape[2] >= 3 else "GRAY"
+    comment = PROFILE_TAG + base64.b64encode(zlib.compress(profile, 9))
+    if space == wanted and len(comment) <= 65_535:
+        levels = np.arange(0, 256, 17, dtype=np.uint8)[:, None]
+        probe = np.stack(np.meshgrid(levels, levels, levels), -1).reshape(-1, 3) \
+            if space == "RGB" else levels
+        return comment if np.abs(to_srgb(probe, profile) - probe.astype(int)).max() > 1 else b""
+    notes.append(f"{path}: its colour profile is left out: " + (
+        "too large for the codebook's zip comment" if space == wanted else
+        f"a {space} profile, and Pillow's convert gave {wanted} values" if space else
+        "it cannot be read"))
+    return b""
 
 
-def _gif_with_transparency(image):
-    """An ``LA`` or ``RGBA`` image as a palette image whose last entry is transparent.
-
-    None when that would change it: some alpha is neither 0 nor 255, or
-    there are more than 255 visible colours.
-    """
-    rgba = np.asarray(image.convert("RGBA"))
-    visible = rgba[..., 3] == 255
-    if not (visible | (rgba[..., 3] == 0)).all():
-        return None
-    colours, index = np.unique(rgba[visible][:, :3], axis=0, return_inverse=True)
-    if len(colours) > 255:
-        return None
-    indices = np.full(visible.shape, len(colours), dtype=np.uint8)
-    indices[visible] = index.reshape(-1)
-    indexed = Image.frombytes("P", image.size, indices.tobytes())
-    indexed.putpalette(np.vstack([colours, [[0, 0, 0]]]).astype(np.uint8).tobytes())
-    indexed.info["transparency"] = len(colours)
-    return indexed
-
-
-def _encode(path, image, fmt, options):
-    """The bytes of ``image`` saved as ``fmt``."""
-    buffer = io.BytesIO()
+def _profile_space(profile):
+    """The space ("RGB", "GRAY", "CMYK", ...) of a profile littleCMS can use, else None."""
     try:
-        image.save(buffer, format=fmt, **options)
-    except (ValueError, OSError, KeyError, OverflowError, struct.error) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system said
-        # Encoders report running out of memory as their own errors ("encoding error 1",
-        # "quantization error"): when 8 more copies of the image (4 bytes a pixel in Pillow)
-        # no longer fit, that was it (bench/NOTES.md, "Encoder out of memory").
-        np.empty(32 * image.width * image.height, np.uint8)
-        raise CodecError(f"{path}: Pillow cannot write this {image.width}x{image.height} "
-                         f"{image.mode} image as {fmt} ({exc})") from None
-    return buffer.getvalue()
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        space = source.profile.xcolor_space.strip()
+        if space in ("RGB", "GRAY"):  # usable only if littleCMS converts from it to sRGB
+            ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"),
+                                    "RGB" if space == "RGB" else "L", "RGB")
+        return space
+    except (OSError, ImageCms.PyCMSError):
+        return None
+
+
+def to_srgb(colours, profile):
+    """Colours, uint8 of shape (n, C), from ``profile`` to sRGB (alpha kept, grey stays grey)."""
+    n_colour = 3 if colours.shape[1] >= 3 else 1
+    image = Image.fromarray(np.ascontiguousarray(colours[None, :, 0] if n_colour == 1
+                                                 else colours[None, :, :3]))
+    srgb = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                     ImageCms.createProfile("sRGB"), outputMode="RGB")
+    converted = colours.copy()  # a grey profile's greys come out neutral: grey again
+    converted[:, :n_colour] = np.asarray(srgb.convert(image.mode)).reshape(-1, n_colour)
+    return converted
 
 
 # ---------------------------------------------------------------- colours
@@ -408,24 +340,6 @@ def reconstruction_error(colours, counts, means, labels):
     return float(counts @ distance / counts.sum())
 
 
-def decode(assignments, means, img_shape):
-    """Rebuild the image: ``clip(rint(means[assignments]))`` as uint8.
-
-    Parameters
-    ----------
-    assignments : ndarray of integers
-    means : ndarray of shape (n_clusters,) or (n_clusters, n_channels)
-    img_shape : tuple of int
-
-    Returns
-    -------
-    ndarray of shape img_shape (or (H, W) when there is one channel), uint8
-    """
-    palette = np.clip(np.rint(np.asarray(means, dtype=np.float64)), 0, 255).astype(np.uint8)
-    pixels = palette[assignments].reshape(img_shape)
-    return pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
-
-
 # ---------------------------------------------------------------- codebooks
 
 def write_codebook(path, assignments, means, img_shape, comment=b""):
@@ -443,6 +357,15 @@ def write_codebook(path, assignments, means, img_shape, comment=b""):
     arrays = {"assignments": assignments, "means": np.asarray(means, dtype=np.float64),
               "img_shape": np.asarray(img_shape, dtype=np.int64)}
     _atomic_write(path, lambda handle: savez_with_comment(handle, arrays, comment))
+
+
+def savez_with_comment(handle, arrays, comment):
+    """``np.savez_compressed(handle, **arrays)``, with ``comment`` as the zip archive's comment."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = comment
+    handle.write(buffer.getbuffer())
 
 
 def read_codebook(path):
@@ -608,6 +531,225 @@ def _not_a_zip(path, exc):
     return "not an .npz codebook (not a zip archive)"
 
 
+# ---------------------------------------------------------------- decoding
+
+# Formats whose writer embeds an ICC profile, and of which spaces (WebP stores grey as RGB).
+PROFILE_FORMATS = {"PNG": "RGB GRAY", "JPEG": "RGB GRAY", "MPO": "RGB GRAY", "TIFF": "RGB GRAY",
+                   "WEBP": "RGB"}
+# Formats written as palette images (a codebook of at most 256 colours).  PNG only when
+# asked (hw2's --indexed): a grader reads np.asarray(Image.open(png)), which would give
+# indices.  GIF: Pillow's writer already makes an exact palette; WebP makes its own.
+PALETTE_FORMATS = ("BMP", "TIFF")
+# zlib level 7: within 1.10x of optimize=True's size on photos, faster than an RGB PNG
+# (bench/NOTES.md, "Indexed PNG: zlib level").
+PALETTE_SAVE_OPTIONS = {"PNG": {"compress_level": 7}}
+
+
+def decode(assignments, means, img_shape):
+    """Rebuild the image: ``clip(rint(means[assignments]))`` as uint8.
+
+    Parameters
+    ----------
+    assignments : ndarray of integers
+    means : ndarray of shape (n_clusters,) or (n_clusters, n_channels)
+    img_shape : tuple of int
+
+    Returns
+    -------
+    ndarray of shape img_shape (or (H, W) when there is one channel), uint8
+    """
+    palette = np.clip(np.rint(np.asarray(means, dtype=np.float64)), 0, 255).astype(np.uint8)
+    pixels = palette[assignments].reshape(img_shape)
+    return pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+
+
+def output_colours(path, fmt, means, notes):
+    """``(profile, means)``: the ICC profile of codebook ``path`` to embed in ``fmt``, the means.
+
+    A format that holds the profile gets it and the means as they are; another,
+    the means (rounded as :func:`decode` does) converted to sRGB, with a note.  A
+    profile damaged or unusable for these values: a note, the means as they are.
+    (64 KB of base64 inflates to at most ~50 MB: zlib's ratio is at most 1032:1.)
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            comment = archive.comment
+        if not comment.startswith(PROFILE_TAG):
+            return None, means
+        profile = zlib.decompress(base64.b64decode(comment[len(PROFILE_TAG):], validate=True))
+    except (OSError, zipfile.BadZipFile, ValueError, zlib.error):
+        profile = b"?"
+    means, space = np.asarray(means).reshape(len(means), -1), _profile_space(profile)
+    if space != ("RGB" if means.shape[1] >= 3 else "GRAY"):
+        notes.append(f"{path}: its colour profile is damaged or does not fit its values; "
+                     "they are written as they are, without it")
+        return None, means
+    if space in PROFILE_FORMATS.get(fmt, ""):
+        return profile, means
+    notes.append(f"{path}: {fmt} holds no colour profile; the colours were converted to sRGB")
+    rounded = decode(np.arange(len(means)), means, (len(means), 1, means.shape[1]))
+    return None, to_srgb(rounded.reshape(means.shape), profile)
+
+
+def indexed_image(assignments, means, img_shape, fmt, formats=PALETTE_FORMATS):
+    """The codebook as a ``P`` image for ``fmt``, pixels expanding to :func:`decode`'s, or None.
+
+    Only colour codebooks with at most 256 distinct rounded means in use, to a
+    format in ``formats`` (with alpha: PNG only, alpha per entry); grey stays ``L``.
+    """
+    n_channels = img_shape[2] if len(img_shape) == 3 else 1
+    if fmt not in formats or n_channels < 3 or (n_channels == 4 and fmt != "PNG"):
+        return None
+    n_means = len(means)
+    rounded = decode(np.arange(n_means), means, (n_means, 1, n_channels))[:, 0]  # as decode
+    used = np.zeros(n_means, dtype=bool)
+    used[assignments] = True
+    colours, index = np.unique(rounded[used], axis=0, return_inverse=True)
+    if len(colours) > 256:
+        return None
+    lookup = np.zeros(n_means, dtype=np.uint8)
+    lookup[used] = index.reshape(-1)
+    image = Image.frombytes("P", img_shape[1::-1], lookup[assignments].tobytes())
+    image.putpalette(colours[:, :3].tobytes())
+    if n_channels == 4 and colours[:, 3].min() < 255:
+        image.info["transparency"] = colours[:, 3].tobytes()
+    return image
+
+
+# ---------------------------------------------------------------- writing images
+
+# What each output format keeps: the modes it stores exactly (P: a palette, I;16: 16-bit
+# grey), the largest width or height it holds, and Image.save's options.  Measured by
+# writing each mode and reading it back (docs/images.md).  Decoded images are 8-bit L,
+# LA, RGB or RGBA; a mode the format lacks is converted: LA to RGBA, alpha composited on
+# white (GIF: kept as one transparent index when it is only 0 or 255), L to RGB.
+_JPEG = ("JPEG", "L RGB", 65_500, {"quality": JPEG_QUALITY})
+_OUTPUTS = {
+    ".png": ("PNG", "L LA RGB RGBA P I;16", 0, {}),
+    ".tif": ("TIFF", "L LA RGB RGBA P I;16", 0, {}),
+    ".webp": ("WEBP", "RGB RGBA", 16_383, {"lossless": True, "exact": True}),
+    ".gif": ("GIF", "L RGB P", 0, {}),  # RGB through Pillow's quantizer: 256 colours
+    ".bmp": ("BMP", "L RGB P", 0, {}),
+    ".jpg": _JPEG, ".jpeg": _JPEG,
+    ".mpo": ("MPO",) + _JPEG[1:],
+    ".pdf": ("PDF",) + _JPEG[1:],  # stored as JPEG
+    ".jp2": ("JPEG2000", "L LA RGB RGBA", 0, {}),
+    ".tga": ("TGA", "L LA RGB RGBA", 0, {}),
+    ".ico": ("ICO", "L LA RGB RGBA", 256, {}),
+    ".ppm": ("PPM", "L RGB", 0, {}),
+    ".pgm": ("PPM", "L", 0, {}),
+    ".pcx": ("PCX", "L RGB", 0, {}),
+}
+_OUTPUTS[".tiff"] = _OUTPUTS[".tif"]
+
+
+def image_format_for(path):
+    """The Pillow format that ``path``'s extension names (``"PNG"``), if hw2 writes it."""
+    return _output_for(path)[0]
+
+
+def _output_for(path):
+    """``(format, modes, max_side, options)`` for ``path``'s extension, or CodecError."""
+    _check_output_name(path)  # a wrong name ("x.png/", a loop) has no meaningful extension
+    ext = os.path.splitext(path)[1].lower()
+    Image.init()  # loads every plugin, so SAVE lists each writer this Pillow has
+    if ext in _OUTPUTS and _OUTPUTS[ext][0] in Image.SAVE:
+        return _OUTPUTS[ext]
+    raise CodecError(f"{path}: " + (f"hw2 cannot write images with extension {ext!r}" if ext
+                                    else "no file extension to choose an image format")
+                     + f" (use {', '.join(sorted(_OUTPUTS))})")
+
+
+def write_image(path, pixels, indexed=None, icc_profile=None):
+    """Write pixels to ``path`` in the format its extension names (see ``_OUTPUTS``).
+
+    Refused before anything is written: a size the format cannot hold, and
+    colour to ``.pgm``.  The image is encoded in memory (so no encoder meets a
+    full disk), then written beside ``path`` and moved into place.
+
+    Parameters
+    ----------
+    path : str
+    pixels : ndarray of shape (H, W) or (H, W, C), uint8
+    indexed : PIL.Image.Image, optional
+        The same pixels as a palette image (:func:`indexed_image`), written instead.
+    icc_profile : bytes, optional
+        A colour profile to embed (:func:`output_colours`).
+
+    Returns
+    -------
+    bool
+        True when the alpha channel was composited away (on white).
+    """
+    fmt, modes, max_side, options = _output_for(path)
+    modes = modes.split()
+    image = Image.fromarray(pixels) if indexed is None else indexed
+    if max_side and max(image.size) > max_side:
+        raise CodecError(f"{path}: {fmt} holds at most {max_side:,} pixels a side, this image "
+                         f"is {image.width}x{image.height}; use .png or .tif")
+    options = dict(options, **({"sizes": [image.size]} if fmt == "ICO" else {}))
+    if image.mode == "LA" and "LA" not in modes and "RGBA" in modes:
+        image = image.convert("RGBA")
+    composited = image.mode in ("LA", "RGBA") and image.mode not in modes
+    gif = _gif_with_transparency(image) if composited and fmt == "GIF" else None
+    if gif is not None:
+        image, options, composited = gif, {"transparency": gif.info["transparency"]}, False
+    elif composited:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba).convert("L" if image.mode == "LA" else "RGB")
+    if image.mode == "L" and "L" not in modes:
+        image = image.convert("RGB")
+    if image.mode not in modes:
+        raise CodecError(f"{path}: a .pgm file holds grey images only, this one is "
+                         f"{image.mode}; use .ppm or .png")
+    if indexed is not None:
+        options.update(PALETTE_SAVE_OPTIONS.get(fmt, {}))
+    if icc_profile is not None:
+        options["icc_profile"] = icc_profile
+    encoded = _encode(path, image, fmt, options)
+    _atomic_write(path, lambda handle: handle.write(encoded))
+    return composited
+
+
+def _gif_with_transparency(image):
+    """An ``LA`` or ``RGBA`` image as a palette image whose last entry is transparent.
+
+    None when that would change it: some alpha is neither 0 nor 255, or
+    there are more than 255 visible colours.
+    """
+    rgba = np.asarray(image.convert("RGBA"))
+    visible = rgba[..., 3] == 255
+    if not (visible | (rgba[..., 3] == 0)).all():
+        return None
+    colours, index = np.unique(rgba[visible][:, :3], axis=0, return_inverse=True)
+    if len(colours) > 255:
+        return None
+    indices = np.full(visible.shape, len(colours), dtype=np.uint8)
+    indices[visible] = index.reshape(-1)
+    indexed = Image.frombytes("P", image.size, indices.tobytes())
+    indexed.putpalette(np.vstack([colours, [[0, 0, 0]]]).astype(np.uint8).tobytes())
+    indexed.info["transparency"] = len(colours)
+    return indexed
+
+
+def _encode(path, image, fmt, options):
+    """The bytes of ``image`` saved as ``fmt``."""
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt, **options)
+    except (ValueError, OSError, KeyError, OverflowError, struct.error) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise CodecError(f"{path}: {_cannot_write(exc)}") from None  # the system said
+        # Encoders report running out of memory as their own errors ("encoding error 1",
+        # "quantization error"): when 8 more copies of the image (4 bytes a pixel in Pillow)
+        # no longer fit, that was it (bench/NOTES.md, "Encoder out of memory").
+        np.empty(32 * image.width * image.height, np.uint8)
+        raise CodecError(f"{path}: Pillow cannot write this {image.width}x{image.height} "
+                         f"{image.mode} image as {fmt} ({exc})") from None
+    return buffer.getvalue()
+
+
 # ---------------------------------------------------------------- files
 
 def check_output_path(path, *, input_path=None):
@@ -722,139 +864,3 @@ def _raise_if_path_problem(path, exc, what):
     """Raise the CodecError for ``exc`` if it is the system refusing to open ``path``."""
     if isinstance(exc, OSError) and (exc.errno in _PATH_PROBLEMS or exc.errno == errno.EISDIR):
         raise CodecError(f"{path}: {_path_problem(path, exc, what)}") from None
-
-
-# ---- colour profiles and indexed output (issue 16)
-
-# Formats whose writer embeds an ICC profile, and of which spaces (WebP stores grey as RGB).
-PROFILE_FORMATS = {"PNG": "RGB GRAY", "JPEG": "RGB GRAY", "MPO": "RGB GRAY", "TIFF": "RGB GRAY",
-                   "WEBP": "RGB"}
-# Formats written as palette images (a codebook of at most 256 colours).  PNG only when
-# asked (hw2's --indexed): a grader reads np.asarray(Image.open(png)), which would give
-# indices.  GIF: Pillow's writer already makes an exact palette; WebP makes its own.
-PALETTE_FORMATS = ("BMP", "TIFF")
-# zlib level 7: within 1.10x of optimize=True's size on photos, faster than an RGB PNG
-# (bench/NOTES.md, "Indexed PNG: zlib level").
-PALETTE_SAVE_OPTIONS = {"PNG": {"compress_level": 7}}
-# A codebook's zip comment carries a profile as this tag and base64 of the zlib-compressed
-# bytes: zipfile finds the archive's end by searching for b"PK\x05\x06", which raw bytes may hold.
-PROFILE_TAG = b"hw2-icc-profile:"
-
-
-def profile_comment(path, img_shape, notes):
-    """The zip comment carrying the ICC profile of the image at ``path`` (b"" for none).
-
-    ``img_shape`` is that of the pixels read.  Not carried: an sRGB profile (no
-    colour moves a level); with a note, one littleCMS cannot use, one of another
-    space than the values (CMYK: Pillow's ``convert`` ignores it, and the codebook
-    holds what ``convert`` gives), or one too large for the comment's 65,535 bytes.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd metadata Pillow ignores, as in read_image
-        try:
-            with _open_image(path) as image:  # reads the header, where the profile is
-                profile = image.info.get("icc_profile")
-        except Exception:  # read_image read the file: a profile past Pillow's PNG limits
-            profile = b"?"
-    if not profile:
-        return b""
-    space = _profile_space(profile)
-    wanted = "RGB" if len(img_shape) == 3 and img_shape[2] >= 3 else "GRAY"
-    comment = PROFILE_TAG + base64.b64encode(zlib.compress(profile, 9))
-    if space == wanted and len(comment) <= 65_535:
-        levels = np.arange(0, 256, 17, dtype=np.uint8)[:, None]
-        probe = np.stack(np.meshgrid(levels, levels, levels), -1).reshape(-1, 3) \
-            if space == "RGB" else levels
-        return comment if np.abs(to_srgb(probe, profile) - probe.astype(int)).max() > 1 else b""
-    notes.append(f"{path}: its colour profile is left out: " + (
-        "too large for the codebook's zip comment" if space == wanted else
-        f"a {space} profile, and Pillow's convert gave {wanted} values" if space else
-        "it cannot be read"))
-    return b""
-
-
-def _profile_space(profile):
-    """The space ("RGB", "GRAY", "CMYK", ...) of a profile littleCMS can use, else None."""
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        space = source.profile.xcolor_space.strip()
-        if space in ("RGB", "GRAY"):  # usable only if littleCMS converts from it to sRGB
-            ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"),
-                                    "RGB" if space == "RGB" else "L", "RGB")
-        return space
-    except (OSError, ImageCms.PyCMSError):
-        return None
-
-
-def to_srgb(colours, profile):
-    """Colours, uint8 of shape (n, C), from ``profile`` to sRGB (alpha kept, grey stays grey)."""
-    n_colour = 3 if colours.shape[1] >= 3 else 1
-    image = Image.fromarray(np.ascontiguousarray(colours[None, :, 0] if n_colour == 1
-                                                 else colours[None, :, :3]))
-    srgb = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
-                                     ImageCms.createProfile("sRGB"), outputMode="RGB")
-    converted = colours.copy()  # a grey profile's greys come out neutral: grey again
-    converted[:, :n_colour] = np.asarray(srgb.convert(image.mode)).reshape(-1, n_colour)
-    return converted
-
-
-def savez_with_comment(handle, arrays, comment):
-    """``np.savez_compressed(handle, **arrays)``, with ``comment`` as the zip archive's comment."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    with zipfile.ZipFile(buffer, "a") as archive:
-        archive.comment = comment
-    handle.write(buffer.getbuffer())
-
-
-def output_colours(path, fmt, means, notes):
-    """``(profile, means)``: the ICC profile of codebook ``path`` to embed in ``fmt``, the means.
-
-    A format that holds the profile gets it and the means as they are; another,
-    the means (rounded as :func:`decode` does) converted to sRGB, with a note.  A
-    profile damaged or unusable for these values: a note, the means as they are.
-    (64 KB of base64 inflates to at most ~50 MB: zlib's ratio is at most 1032:1.)
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            comment = archive.comment
-        if not comment.startswith(PROFILE_TAG):
-            return None, means
-        profile = zlib.decompress(base64.b64decode(comment[len(PROFILE_TAG):], validate=True))
-    except (OSError, zipfile.BadZipFile, ValueError, zlib.error):
-        profile = b"?"
-    means, space = np.asarray(means).reshape(len(means), -1), _profile_space(profile)
-    if space != ("RGB" if means.shape[1] >= 3 else "GRAY"):
-        notes.append(f"{path}: its colour profile is damaged or does not fit its values; "
-                     "they are written as they are, without it")
-        return None, means
-    if space in PROFILE_FORMATS.get(fmt, ""):
-        return profile, means
-    notes.append(f"{path}: {fmt} holds no colour profile; the colours were converted to sRGB")
-    rounded = decode(np.arange(len(means)), means, (len(means), 1, means.shape[1]))
-    return None, to_srgb(rounded.reshape(means.shape), profile)
-
-
-def indexed_image(assignments, means, img_shape, fmt, formats=PALETTE_FORMATS):
-    """The codebook as a ``P`` image for ``fmt``, pixels expanding to :func:`decode`'s, or None.
-
-    Only colour codebooks with at most 256 distinct rounded means in use, to a
-    format in ``formats`` (with alpha: PNG only, alpha per entry); grey stays ``L``.
-    """
-    n_channels = img_shape[2] if len(img_shape) == 3 else 1
-    if fmt not in formats or n_channels < 3 or (n_channels == 4 and fmt != "PNG"):
-        return None
-    n_means = len(means)
-    rounded = decode(np.arange(n_means), means, (n_means, 1, n_channels))[:, 0]  # as decode
-    used = np.zeros(n_means, dtype=bool)
-    used[assignments] = True
-    colours, index = np.unique(rounded[used], axis=0, return_inverse=True)
-    if len(colours) > 256:
-        return None
-    lookup = np.zeros(n_means, dtype=np.uint8)
-    lookup[used] = index.reshape(-1)
-    image = Image.frombytes("P", img_shape[1::-1], lookup[assignments].tobytes())
-    image.putpalette(colours[:, :3].tobytes())
-    if n_channels == 4 and colours[:, 3].min() < 255:
-        image.info["transparency"] = colours[:, 3].tobytes()
-    return image

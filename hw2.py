@@ -83,15 +83,20 @@ def main(argv=None):
     except Terminated as stop:
         name = signal.Signals(stop.args[0]).name
         return report.say(f"hw2: terminated ({name}); {report.outcome()}", 128 + stop.args[0])
-    except ImportError as exc:  # before codec.CodecError: codec may be what failed to import
-        return report.say(f"hw2: error: the Python package {exc.name!r} is missing; install "
-                          "them with: python3 -m pip install -r requirements.txt", 1)
-    except codec.CodecError as exc:
-        return report.say(f"hw2: error: {exc}", 1)
+    except ImportError as exc:  # NumPy's loader fails this way too when memory is short
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            return report.say(f"hw2: error: the Python package {exc.name!r} is missing; install "
+                              "them with: python3 -m pip install -r requirements.txt", 1)
+        why = str(exc.__cause__ or exc).strip().splitlines()[0]
+        return report.say(f"hw2: error: NumPy or Pillow failed to load ({why}); if memory is "
+                          "limited (ulimit -v), allow more, else reinstall them", 1)
+    # OSError and MemoryError come before codec.CodecError: they may arrive before codec loads.
     except OSError as exc:  # stdout, or what codec did not word (say, a deleted folder)
         return report.say(f"hw2: error: {exc.filename or os.curdir}: {exc.strerror}", 1)
     except MemoryError:
         return report.say("hw2: error: out of memory; try a smaller image or fewer --clusters", 1)
+    except codec.CodecError as exc:
+        return report.say(f"hw2: error: {exc}", 1)
 
 
 # ---------------------------------------------------------------- the command line
@@ -153,11 +158,15 @@ def normalize_dashes(argv):
 
 def compress(args, report):
     """Cluster the colours of ``args.compress`` and write the codebook to ``args.output``."""
+    import contextlib
     import numpy as np
     import codec
     codec.check_output_path(args.output, input_path=args.compress)
     report.progress(f"reading {args.compress}")
     notes = []
+    with contextlib.suppress(codec.CodecError):  # an image's extension on the codebook
+        notes.append(f"{args.output} holds an npz codebook, not a {codec.image_format_for(args.output)}"
+                     f" image, whatever its extension; --decompress it to see the image")
     pixels = codec.read_image(args.compress, notes=notes)
     # Its size and colour profile now: the input may be moved while fitting.
     in_size = os.path.getsize(args.compress)
