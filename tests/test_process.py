@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hw2
 from conftest import (HW2, KEYS, OLD_BYTES, ROCKET, codebook_of, grader_pixels, load_codebook,
                       noise, printed_error, rlimit, run_child, run_hw2)
 
@@ -134,26 +133,6 @@ def test_a_signal_while_numpy_loads_gives_the_usual_line(name, status, line, tmp
         child.kill()
     assert (child.returncode, stdout, stderr) == (status, "", line + "\n")
     assert not (tmp_path / "c.npz").exists()
-
-
-@pytest.mark.parametrize("failure, status, message", [
-    (KeyboardInterrupt, 130, "hw2: interrupted; no output written"),
-    (MemoryError, 1, "hw2: error: out of memory"),
-    (OSError(28, "No space left on device"), 1, "hw2: error: "),
-])
-def test_failed_codebook_write_leaves_no_trace(failure, status, message, photo, old_output,
-                                               monkeypatch):
-    out = old_output("c.npz")
-
-    def half_written(handle, **arrays):
-        handle.write(b"PK\x03\x04 partial")
-        raise failure
-    monkeypatch.setattr(np, "savez_compressed", half_written)
-    result_status, stdout, err = run_hw2("--compress", photo, "--output", out)
-    assert result_status == status and stdout == ""
-    assert err.splitlines() == [err.strip()] and err.startswith(message)
-    assert out.read_bytes() == OLD_BYTES
-    assert sorted(p.name for p in out.parent.iterdir()) == ["c.npz", "photo.png"]
 
 
 # ---------------------------------------------------------------- stdout and stderr
