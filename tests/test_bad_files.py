@@ -24,8 +24,8 @@ from PIL import Image, PngImagePlugin
 
 import codec
 from conftest import PIXEL_LIMIT as LIMIT
-from conftest import (KEYS, OLD_BYTES, assert_failed, codebook_of, good_arrays, load_codebook,
-                      noise, rlimit, run_child, run_hw2, save_npz)
+from conftest import (KEYS, OLD_BYTES, ROCKET, assert_failed, codebook_of, good_arrays,
+                      load_codebook, noise, rlimit, run_child, run_hw2, save_npz)
 
 MODES = ["--compress", "--decompress"]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -162,11 +162,13 @@ def test_a_library_log_line_never_reaches_stderr(tmp_path):
 @pytest.mark.parametrize("ext", [".jpg", ".png"])
 def test_photo_followed_by_a_gigabyte_is_read_with_the_memory_of_the_photo(ext, tmp_path):
     photo = tmp_path / f"photo{ext}"
-    Image.fromarray(noise((107, 160, 3))).save(photo)  # small: the point is the file's size
+    with Image.open(ROCKET) as image:
+        image.resize((160, 107)).save(photo)  # small: the point is the file's size
     with open(photo, "r+b") as handle:  # 1 GiB of zeros after the image, sparse on disk
         handle.truncate(photo.stat().st_size + (1 << 30))
-    status, stdout, stderr = run_child("--compress", photo, "--output", tmp_path / "c.npz",
-                                       "-q", before=rlimit("RLIMIT_AS", 512 << 20))
+    status, stdout, stderr = run_child("--compress", photo, "--clusters", 4, "--output",
+                                       tmp_path / "c.npz", "-q",
+                                       before=rlimit("RLIMIT_AS", 512 << 20))
     assert status == 0, stderr
     assert stdout.startswith("Reconstruction error is ")
 
@@ -407,7 +409,7 @@ WIDE = (1, 70_000, 3)
 ])
 def test_an_image_its_format_cannot_hold_is_one_line(name, img_shape, words, tmp_path,
                                                      old_output, capfd):
-    book = codebook_of(tmp_path / "c.npz", noise(img_shape))
+    book = codebook_of(tmp_path / "c.npz", np.full(img_shape, 7, np.uint8))
     out = old_output(name)
     capfd.readouterr()
     result = run_hw2("--decompress", book, "--output", out)
