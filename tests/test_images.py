@@ -359,7 +359,8 @@ def as_pillow_reads_sixteen_bits(wide):
 
 
 # 16-bit colour is read as Pillow reads it, not scaled like 16-bit grey: the grader's
-# reading (shared/contract_check.py) keeps the high byte, and the printed error must be the error over the pixels the grader sees.
+# reading (shared/contract_check.py) keeps the high byte, and the printed error must be
+# the error over the pixels the grader sees.
 @pytest.mark.parametrize("colour_type, channels", [(2, 3), (6, 4), (4, 2)])
 @pytest.mark.parametrize("interlaced", [False, True])
 def test_sixteen_bit_colour_png_reads_as_the_grader_reads_it(colour_type, channels,

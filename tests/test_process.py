@@ -241,7 +241,8 @@ def test_a_failure_before_the_modules_load_is_one_line(failure, photo, tmp_path,
 def test_a_missing_package_is_one_line_naming_it(tmp_path, package):
     # A student's python3 without the requirements: the line says what to install.
     status, stdout, stderr = run_child("--compress", small_png(tmp_path), "--output",
-                                       tmp_path / "c.npz", before=f"sys.modules[{package!r}] = None")
+                                       tmp_path / "c.npz",
+                                       before=f"sys.modules[{package!r}] = None")
     assert (status, stdout) == (1, "")
     assert stderr == (f"hw2: error: the Python package {package!r} is missing; install them "
                       "with: python3 -m pip install -r requirements.txt\n")

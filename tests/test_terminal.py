@@ -67,7 +67,8 @@ def test_verbose_prints_one_line_per_update_and_the_same_summary(model, noise_pn
     assert len(steps) >= 2 and all(int(m[1]) <= int(m[2]) for m in steps)
     assert "\r" not in err  # no redrawing when stderr is not a terminal
     # Without --verbose, on a pipe: no progress, only the summary, the same one.
-    assert "\r" not in quiet_err and all(line.startswith("hw2: ") for line in quiet_err.splitlines())
+    assert "\r" not in quiet_err
+    assert all(line.startswith("hw2: ") for line in quiet_err.splitlines())
     summaries = [re.sub(r"\b[\d.]+ s\b", "", "; ".join(line for line in text.splitlines()
                                                        if line.startswith("hw2: ")))
                  for text in (quiet_err, err)]
