@@ -411,7 +411,7 @@ def plain_lloyd(X, weights, centers, max_iter=300):
     return centers, labels, history
 
 
-# ---------------------------------------------------------------- distinct colours
+# ---------------------------------------------------------------- speed-ups: colour counts
 
 def test_fitting_distinct_colours_with_counts_is_fitting_every_pixel():
     pixels = sample_pixels()
@@ -441,7 +441,7 @@ def test_default_seeding_on_distinct_colours_matches_every_pixel():
     assert on_colours.inertia == pytest.approx(on_pixels.inertia, rel=1e-9)
 
 
-# ---------------------------------------------------------------- the assign step
+# ---------------------------------------------------------------- speed-ups: bounded assign
 
 @pytest.mark.parametrize("way", sorted(ASSIGN_STEPS))
 @pytest.mark.parametrize("seed", range(4))
@@ -512,7 +512,7 @@ def test_emptied_cluster_in_the_finish_is_relocated_and_the_end_is_consistent():
     assert len(history) == 1
 
 
-# ---------------------------------------------------------------- coarse to fine
+# ---------------------------------------------------------------- speed-ups: coarse to fine
 
 def test_coarse_histogram_keeps_the_weight_and_the_mean():
     rng = np.random.default_rng(2)
