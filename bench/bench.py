@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark hw2.py beside pngquant, scikit-learn and Pillow: the targets of issue 10.
+"""Benchmark hw2.py beside pngquant, scikit-learn and Pillow: its targets for speed,
+quality and memory, each with its measured value and HOLDS or MISSED.
 
   pip install -r bench/requirements.txt
   python3 bench/bench.py                 # full run, writes bench/results.md (10-20 min)
   python3 bench/bench.py --quick         # small photos at k=20 and 256 only
-  python3 bench/bench.py --kmeans-quality  # k-means against scikit-learn's best of ten (issue 18)
+  python3 bench/bench.py --kmeans-quality  # k-means against scikit-learn's best of ten at k=8, 20, 64
   python3 bench/bench.py --baseline /work/wt/baseline
       # fits that checkout's gmm.py ("today's" mixture) and writes bench/mixture_baseline.json
 
@@ -531,7 +532,7 @@ def time_ratio(rows, top, bottom):
 # ---------------------------------------------------------------- targets
 
 def targets(rows, small, big, mixture_lines, has_pngquant):
-    """(target, measured, HOLDS/MISSED) for each target of issue 10 that this run measured."""
+    """(target, measured, HOLDS/MISSED) for each target this run measured."""
     out = []
 
     def add(text, value, holds, spec=".3f"):
@@ -644,7 +645,7 @@ def compare_mixtures(small, big):
     return lines, source + "\n".join(table) + "\n"
 
 
-# ---------------------------------------------------------------- k-means quality (issue 18)
+# ---------------------------------------------------------------- k-means against scikit-learn's best of ten
 
 QUALITY_KS = (8, 20, 64)
 QUALITY_SEEDS = (0, 1, 2, 3, 4)
@@ -898,7 +899,7 @@ def main(argv=None):
                              "bench/mixture_baseline.json, then stop")
     parser.add_argument("--kmeans-quality", action="store_true",
                         help="k-means only: ours (seeds 0-4) against scikit-learn's best of ten "
-                             "at k=8, 20, 64 on twelve photos, and the times at k=20 (issue 18); "
+                             "at k=8, 20, 64 on twelve photos, and the times at k=20; "
                              "replaces that section of the output")
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args(argv)
@@ -955,7 +956,7 @@ def main(argv=None):
                  f"{TIMEOUT_LARGE_K}`); pngquant stops at 256.\n\n" + sweep_table(rows, sweep))
     mixture_lines, text = compare_mixtures(small, big)
     parts.append("#### The mixture's log-likelihood per pixel against today's code\n\n" + text)
-    parts.insert(targets_at, "#### Targets of issue 10\n\n"
+    parts.insert(targets_at, "#### Targets: speed, quality and memory against pngquant and scikit-learn\n\n"
                  + targets(rows, small, big, mixture_lines, has_pngquant))
     parts.append(f"Total benchmark time: {time.perf_counter() - started:.0f} s. Load average "
                  f"(1, 5, 15 min) at the start: {load_at_start}; at the end: "

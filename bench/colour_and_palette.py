@@ -1,4 +1,4 @@
-"""Issue 16's targets: colour-profile round trips and the size and time of indexed PNGs.
+"""Colour-profile round trips, and the size and time of indexed PNGs against their bounds.
 
     python bench/colour_and_palette.py [--hw2 DIR]
 

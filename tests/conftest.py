@@ -3,6 +3,10 @@ import contextlib
 import io
 import os
 import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,14 @@ import codec
 import hw2
 import kmeans
 
+ROOT = Path(os.path.dirname(os.path.abspath(__file__))).parent
+HW2 = ROOT / "hw2.py"
+ROCKET = ROOT / "samples" / "rocket.jpg"
+MODELS = ["kmeans", "mixture"]
+KEYS = ["assignments", "img_shape", "means"]
+# The pixel limit hw2.py must apply: whatever Pillow's decompression-bomb guard is set to
+# (89,478,485 pixels by default). Read once, before any test patches it.
+PIXEL_LIMIT = Image.MAX_IMAGE_PIXELS
 # What an existing output file holds before a run that must leave it alone.
 OLD_BYTES = b"the user's precious file\n"
 
@@ -39,6 +51,60 @@ def photo(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(pixels).save(path)
     return path
+
+
+@pytest.fixture
+def old_output(tmp_path):
+    """Factory: an existing file at an output path, which no failed run may touch."""
+    def make(name):
+        path = tmp_path / name
+        path.write_bytes(OLD_BYTES)
+        return path
+    return make
+
+
+def noise(shape, seed=0):
+    """Random 8-bit pixels of ``shape``."""
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def save_npz(path, compression=zipfile.ZIP_DEFLATED, **arrays):
+    """A codebook holding ``arrays``, as ``np.savez`` would write it, members in ``compression``."""
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for key, value in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, value)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    return path
+
+
+def good_arrays():
+    """A valid 3x4 RGB codebook with 5 means."""
+    return {"assignments": (np.arange(12) % 5).astype(np.uint8),
+            "means": np.linspace(0, 255, 15).reshape(5, 3),
+            "img_shape": np.array([3, 4, 3])}
+
+
+def codebook_of(path, pixels):
+    """A codebook storing ``pixels`` exactly: one mean per distinct colour."""
+    flat = pixels.reshape(pixels.shape[0] * pixels.shape[1], -1)
+    means, labels = np.unique(flat, axis=0, return_inverse=True)
+    return save_npz(path, assignments=labels.reshape(-1).astype(np.uint16),
+                    means=means.astype(np.float64), img_shape=np.array(pixels.shape))
+
+
+def load_codebook(path):
+    """A codebook's arrays, by key, read as a grader reads them."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def printed_error(stdout):
+    """The float of the one stdout line; fails unless stdout is exactly that line."""
+    match = re.fullmatch(r"Reconstruction error is (\S+)\n", stdout)
+    assert match, f"stdout should be one line 'Reconstruction error is X', got {stdout!r}"
+    assert repr(float(match.group(1))) == match.group(1), "not a plain Python float repr"
+    return float(match.group(1))
 
 
 def assert_failed(status, out, err, *words, expected=1, output=None):
@@ -71,12 +137,43 @@ def grader_pixels(path):
         return np.asarray(image.convert(keep))
 
 
+def grader_decode(book):
+    """What a grader rebuilds from a codebook file, rounded and clipped to 8 bits."""
+    arrays = load_codebook(book)
+    rebuilt = arrays["means"][arrays["assignments"]].reshape(arrays["img_shape"])
+    return np.clip(np.rint(rebuilt), 0, 255).astype(np.uint8)
+
+
 def run_hw2(*argv):
     """``hw2.main`` in-process: (status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = hw2.main([str(arg) for arg in argv])
     return status, out.getvalue(), err.getvalue()
+
+
+def run_child(*argv, before=None, env=None, cwd=None, timeout=60):
+    """hw2.py in a child process, as a user runs it: (status, stdout, stderr).
+
+    ``before``: Python statements the child runs first (hw2 then runs as its
+    ``__main__``); ``env`` is added to the environment.
+    """
+    start = [HW2] if before is None else ["-c", f"import runpy, sys\n{before}\n"
+                                          "sys.argv = sys.argv[1:]\n"
+                                          "runpy.run_path(sys.argv[0], run_name='__main__')", HW2]
+    done = subprocess.run([sys.executable, *map(str, start), *map(str, argv)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    return done.returncode, done.stdout, done.stderr
+
+
+def rlimit(name, n_bytes):
+    """Statements for ``run_child(before=...)`` capping ``resource.<name>`` at ``n_bytes``.
+
+    Skips the test where the ``resource`` module is missing (Windows).
+    """
+    pytest.importorskip("resource", reason="sets a resource limit (the resource module)")
+    return f"import resource\nresource.setrlimit(resource.{name}, ({n_bytes}, {n_bytes}))"
 
 
 def check_round_trip(image_path, tmp_path, clusters, model, expected=None):
@@ -101,12 +198,9 @@ def check_round_trip(image_path, tmp_path, clusters, model, expected=None):
     status, stdout, stderr = run_hw2("--compress", image_path, "--model", model,
                                      "--clusters", clusters, "--output", book_path, "-q")
     assert (status, stderr) == (0, ""), stderr
-    match = re.fullmatch(r"Reconstruction error is (\S+)\n", stdout)
-    assert match and repr(float(match.group(1))) == match.group(1), stdout
-    error = float(match.group(1))
-    with np.load(book_path, allow_pickle=False) as archive:
-        book = {key: archive[key] for key in archive.files}
-    assert sorted(book) == ["assignments", "img_shape", "means"]
+    error = printed_error(stdout)
+    book = load_codebook(book_path)
+    assert sorted(book) == KEYS
     assert tuple(book["img_shape"]) == expected.shape
     assert book["means"].dtype == np.float64 and 1 <= len(book["means"]) <= clusters
     # The narrowest unsigned type for k - 1 (the tests use fewer than 65,537 clusters).

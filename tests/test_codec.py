@@ -1,23 +1,21 @@
-"""Tests of codec.py: distinct colours, codebooks, the error, decoding and image I/O."""
+"""Tests of codec.py: distinct colours, the error, codebooks written and read (those of
+other programs too), and decoding.  Image reading and writing: test_images.py."""
+import io
 import os
+import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import codec
+from conftest import run_hw2
 
 
 def lexsorted(colours, *others):
     """Rows of ``colours`` (and the matching entries of ``others``) in lexicographic order."""
     order = np.lexsort(colours.T[::-1])
     return (colours[order],) + tuple(o[order] for o in others)
-
-
-def save(tmp_path, name, image, **options):
-    path = str(tmp_path / name)
-    image.save(path, **options)
-    return path
 
 
 # ---------------------------------------------------------------- distinct colours
@@ -188,131 +186,94 @@ def test_decode_hand_values():
     np.testing.assert_array_equal(pixels, [[0, 0, 2, 100, 255]])
 
 
-# ---------------------------------------------------------------- images
+# ---------------------------------------------------------------- codebooks of other programs
 
-@pytest.mark.parametrize("shape", [(7, 9), (7, 9, 2), (7, 9, 3), (7, 9, 4)])
-def test_write_image_png_round_trips_exactly(tmp_path, shape):
-    pixels = np.random.default_rng(len(shape)).integers(0, 256, size=shape, dtype=np.uint8)
-    path = str(tmp_path / "out.png")
-    flattened = codec.write_image(path, pixels)
-    assert not flattened
-    assert os.listdir(tmp_path) == ["out.png"]
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        np.testing.assert_array_equal(np.asarray(image), pixels)
-    np.testing.assert_array_equal(codec.read_image(path), pixels)
+def foreign_codebook(path, labels, means, img_shape, compressed=True, **extra):
+    save = np.savez_compressed if compressed else np.savez
+    with open(path, "wb") as handle:
+        save(handle, assignments=labels, means=means, img_shape=np.asarray(img_shape),
+             **extra)
+    return path
 
 
-def test_write_image_composites_alpha_on_white_for_jpeg(tmp_path):
-    pixels = np.zeros((16, 16, 4), dtype=np.uint8)
-    pixels[..., :3] = (10, 200, 30)
-    pixels[:, 8:, 3] = 255  # left half fully transparent, right half opaque
-    path = str(tmp_path / "out.jpg")
-    assert codec.write_image(path, pixels)
-    with Image.open(path) as image:
-        assert image.format == "JPEG" and image.mode == "RGB"
-        got = np.asarray(image).astype(int)
-    assert np.abs(got[:, :4] - 255).max() <= 8                 # transparent -> white
-    assert np.abs(got[:, 12:] - (10, 200, 30)).max() <= 8       # opaque -> its colour
+def decompress_png(book, out):
+    assert run_hw2("--decompress", book, "--output", out, "-q") == (0, "", "")
+    with Image.open(out) as image:
+        return np.asarray(image)
 
 
-@pytest.mark.parametrize("mode, channels", [("L", None), ("LA", 2), ("RGB", 3), ("RGBA", 4)])
-def test_read_image_keeps_grey_and_alpha(tmp_path, mode, channels):
-    shape = (5, 8) if channels is None else (5, 8, channels)
-    pixels = np.random.default_rng(7).integers(0, 256, size=shape, dtype=np.uint8)
-    image = Image.fromarray(pixels)
-    assert image.mode == mode
-    path = save(tmp_path, "in.png", image)
-    got = codec.read_image(path)
-    assert got.dtype == np.uint8
-    np.testing.assert_array_equal(got, pixels)  # L stays 2-D; alpha is the last channel
+def grader_decode(labels, means, img_shape):
+    image = np.asarray(means)[labels].reshape(img_shape).astype(np.float64)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
 
 
-PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], dtype=np.uint8)
+LABELS = (np.arange(12) * 7 % 5).reshape(3, 4)
+RGB_MEANS = np.array([[0, 0, 0], [255, 0, 0], [10.4, 20.5, 30.6], [-20, 300, 128],
+                      [1, 2, 3]])
 
 
-def palette_image(indices):
-    image = Image.frombytes("P", indices.shape[::-1], indices.tobytes())
-    image.putpalette(PALETTE.ravel().tolist())
-    return image
+@pytest.mark.parametrize("labels", [
+    LABELS.ravel().astype(np.int64), LABELS.ravel().astype(np.int32),
+    LABELS.ravel().astype(np.int8), LABELS.ravel().astype(np.uint16),
+    LABELS.ravel().astype(np.uint32), LABELS.ravel().astype(np.uint64),
+    LABELS.astype(np.int64),                      # (H, W)
+    np.asfortranarray(LABELS.astype(np.uint8)),   # (H, W), stored column-major
+    LABELS.ravel().astype(">i4"),                 # big-endian
+], ids=lambda a: f"{a.dtype.str}{a.shape}{'F' if a.flags.f_contiguous and a.ndim > 1 else ''}")
+@pytest.mark.parametrize("means", [
+    RGB_MEANS, RGB_MEANS.astype(np.float32), np.clip(RGB_MEANS, 0, 255).astype(np.uint8),
+    RGB_MEANS.astype(np.int16),
+], ids=["float64", "float32", "uint8", "int16"])
+def test_foreign_rgb_codebooks_decode(labels, means, tmp_path):
+    book = foreign_codebook(tmp_path / "c.npz", labels, means, [3, 4, 3])
+    back = decompress_png(book, tmp_path / "back.png")
+    np.testing.assert_array_equal(back, grader_decode(labels, means, (3, 4, 3)))
 
 
-def test_read_image_palette_with_transparency_becomes_rgba(tmp_path):
-    indices = np.random.default_rng(8).integers(0, 4, size=(4, 6)).astype(np.uint8)
-    path = save(tmp_path, "p.png", palette_image(indices), transparency=3)
-    got = codec.read_image(path)
-    # Each index looked up in the palette, alpha 0 where it is the transparent index 3.
-    alpha = np.where(indices == 3, 0, 255).astype(np.uint8)
-    expected = np.concatenate([PALETTE[indices], alpha[..., None]], axis=2)
-    np.testing.assert_array_equal(got, expected)
+GREY = np.array([0.0, 63.7, 128.2, 255.0, 300.0])
 
 
-def test_read_image_palette_without_transparency_becomes_rgb(tmp_path):
-    indices = np.random.default_rng(9).integers(0, 4, size=(4, 6)).astype(np.uint8)
-    path = save(tmp_path, "p.png", palette_image(indices))
-    np.testing.assert_array_equal(codec.read_image(path), PALETTE[indices])
+@pytest.mark.parametrize("means, img_shape", [
+    (GREY, (3, 4)), (GREY[:, None], (3, 4)), (GREY[:, None], (3, 4, 1)), (GREY, (3, 4, 1)),
+    (GREY.astype(np.float32), np.array([3, 4], dtype=np.int32)),
+    (np.stack([GREY, 255 - GREY], axis=1), (3, 4, 2)),                    # grey + alpha
+    (np.hstack([RGB_MEANS, np.full((5, 1), 128.0)]), (3, 4, 4)),          # RGBA
+    (RGB_MEANS, np.array([3, 4, 3], dtype=np.uint16)),
+], ids=["k", "k1-HW", "k1-HW1", "k-HW1", "float32-int32shape", "LA", "RGBA", "uint16shape"])
+def test_foreign_codebook_shapes_decode(means, img_shape, tmp_path):
+    labels = LABELS.ravel()
+    book = foreign_codebook(tmp_path / "c.npz", labels, means, img_shape, compressed=False)
+    back = decompress_png(book, tmp_path / "back.png")
+    np.testing.assert_array_equal(back, grader_decode(labels, means, tuple(img_shape)))
 
 
-@pytest.mark.parametrize("ext", ["png", "tif"])
-def test_read_image_16_bit_grey_is_scaled(tmp_path, ext):
-    # v / 257 rounded: 128 -> 0.498 -> 0, 129 -> 0.502 -> 1, 385 -> 1.498 -> 1,
-    # 386 -> 1.502 -> 2, 32767 -> 127.498 -> 127, 32768 -> 127.502 -> 128, 65535 -> 255.
-    wide = np.array([[0, 128, 129, 385], [386, 32767, 32768, 65535]], dtype=np.uint16)
-    image = Image.fromarray(wide)
-    assert image.mode == "I;16"
-    path = save(tmp_path, f"g16.{ext}", image)
-    got = codec.read_image(path)
-    np.testing.assert_array_equal(got, [[0, 0, 1, 1], [2, 127, 128, 255]])
-    assert got.dtype == np.uint8
+def test_extra_keys_are_ignored_and_never_unpickled(tmp_path, monkeypatch):
+    labels = LABELS.ravel().astype(np.uint8)
+    book = foreign_codebook(tmp_path / "c.npz", labels, RGB_MEANS, [3, 4, 3],
+                            model=np.array("kmeans"), seed=np.array(0),
+                            history=np.array([{"iteration": 1}], dtype=object))
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("an extra key was unpickled")
+    monkeypatch.setattr("pickle.load", no_unpickling)
+    monkeypatch.setattr("pickle.loads", no_unpickling)
+    back = decompress_png(book, tmp_path / "back.png")
+    np.testing.assert_array_equal(back, grader_decode(labels, RGB_MEANS, (3, 4, 3)))
 
 
-def test_read_image_bilevel_becomes_grey(tmp_path):
-    bits = np.array([[True, False, True], [False, False, True]])
-    image = Image.fromarray(bits)
-    assert image.mode == "1"
-    got = codec.read_image(save(tmp_path, "b.png", image))
-    np.testing.assert_array_equal(got, np.where(bits, 255, 0))
-    assert got.dtype == np.uint8 and got.ndim == 2
-
-
-def test_read_image_cmyk_becomes_rgb(tmp_path):
-    # Pixels with no black (K = 0) are RGB = 255 - CMY; pure black ink (C = M = Y = 0)
-    # is grey 255 - K.  (Pillow's older and newer CMYK formulas agree on these.)
-    cmyk = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [10, 100, 250, 0],
-                      [0, 0, 0, 255], [0, 0, 0, 55]]], dtype=np.uint8)
-    image = Image.frombytes("CMYK", (5, 1), cmyk.tobytes())
-    got = codec.read_image(save(tmp_path, "c.tif", image))
-    expected = [[[255, 255, 255], [0, 255, 255], [245, 155, 5], [0, 0, 0], [200, 200, 200]]]
-    np.testing.assert_array_equal(got, expected)
-
-
-# EXIF orientation 6: the stored picture must turn 90 degrees clockwise to stand upright;
-# 8: 90 degrees counter-clockwise.  np.rot90 turns counter-clockwise for k > 0.
-ORIENTATIONS = {6: -1, 8: 1}
-
-
-@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
-def test_read_image_applies_exif_orientation_png(tmp_path, orientation):
-    stored = np.random.default_rng(orientation).integers(0, 256, size=(3, 5, 3), dtype=np.uint8)
-    image = Image.fromarray(stored)
-    exif = image.getexif()
-    exif[0x0112] = orientation
-    path = save(tmp_path, "o.png", image, exif=exif)
-    np.testing.assert_array_equal(codec.read_image(path),
-                                  np.rot90(stored, k=ORIENTATIONS[orientation]))
-
-
-@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
-def test_read_image_applies_exif_orientation_jpeg(tmp_path, orientation):
-    # Big flat blocks survive JPEG almost unchanged; the two rotations differ a lot.
-    blocks = np.array([[0, 60, 120, 180, 240], [250, 30, 200, 90, 10]], dtype=np.uint8)
-    stored = np.kron(blocks, np.ones((16, 16), dtype=np.uint8))  # 32 x 80 grey
-    image = Image.fromarray(stored)
-    exif = image.getexif()
-    exif[0x0112] = orientation
-    path = save(tmp_path, "o.jpg", image, exif=exif, quality=95)
-    got = codec.read_image(path).astype(int)
-    assert got.shape == (80, 32)
-    right = np.abs(got - np.rot90(stored, k=ORIENTATIONS[orientation])).mean()
-    wrong = np.abs(got - np.rot90(stored, k=-ORIENTATIONS[orientation])).mean()
-    assert right < 3 < wrong
+@pytest.mark.parametrize("names, compression", [
+    (("assignments", "means", "img_shape"), zipfile.ZIP_DEFLATED),  # np.load reads these too
+    (("assignments.npy", "means.npy", "img_shape.npy"), zipfile.ZIP_BZIP2),
+    (("assignments.npy", "means.npy", "img_shape.npy"), zipfile.ZIP_LZMA),
+], ids=["without-npy-suffix", "bzip2", "lzma"])
+def test_members_named_or_compressed_otherwise_decode(names, compression, tmp_path):
+    labels = LABELS.ravel().astype(np.uint8)
+    book = tmp_path / "other.npz"
+    with zipfile.ZipFile(book, "w", compression=compression) as archive:
+        for name, array in zip(names, (labels, RGB_MEANS, np.array([3, 4, 3]))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(name, buffer.getvalue())
+    back = decompress_png(book, tmp_path / "back.png")
+    np.testing.assert_array_equal(back, grader_decode(labels, RGB_MEANS, (3, 4, 3)))

@@ -6,21 +6,14 @@ Expected values are computed here from textbook formulas (``np.linalg.inv`` and
 ``slogdet`` are fine in a test), from the data's own construction, or from the
 input image and the written codebook.
 """
-import os
-import re
-
 import numpy as np
 import pytest
 from PIL import Image
 
 import codec
 import gmm
-from conftest import run_hw2
 import kmeans
-
-ROCKET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "samples", "rocket.jpg")
-RESULT_LINE = re.compile(r"Reconstruction error is (\S+)\n")
+from conftest import ROCKET, check_round_trip
 
 
 def random_covariance(rng, n_features, scale=1.0):
@@ -76,7 +69,7 @@ def separated_mixture(rng, n_samples=3000):
 @pytest.fixture(scope="module")
 def photo():
     """The distinct colours of the sample photo (float64) and their pixel counts."""
-    pixels = codec.read_image(ROCKET)
+    pixels = codec.read_image(str(ROCKET))
     colours, counts, _ = codec.distinct_colours(pixels.reshape(-1, pixels.shape[-1]))
     return colours.astype(np.float64), counts
 
@@ -442,57 +435,12 @@ def test_bad_arguments_are_refused_with_the_value(kwargs, match):
 
 # ---------------------------------------------------------------- through the CLI
 
-def compress(pixels, tmp_path, clusters=20):
-    """Write ``pixels`` as a PNG, compress it with the mixture; (printed error, codebook)."""
-    image_path, book_path = tmp_path / "in.png", tmp_path / "book.npz"
-    Image.fromarray(pixels).save(image_path)
-    status, out, err = run_hw2("--compress", image_path, "--model", "mixture",
-                               "--clusters", clusters, "--output", book_path)
-    assert status == 0, err
-    match = RESULT_LINE.fullmatch(out)
-    assert match, out
-    with np.load(book_path, allow_pickle=False) as archive:
-        book = {key: archive[key] for key in archive.files}
-    return float(match.group(1)), book
-
-
-def check_codebook(pixels, printed, book, clusters):
-    """Finite means, at most ``clusters`` of them, and the printed error recomputed."""
-    means = book["means"]
-    assert np.all(np.isfinite(means)) and len(means) <= clusters
-    rebuilt = means[book["assignments"]].reshape(book["img_shape"])
-    assert rebuilt.shape == pixels.shape
-    diff = (pixels.astype(np.float64) - rebuilt).reshape(-1, means.shape[1])
-    assert printed == pytest.approx(np.sqrt((diff ** 2).sum(axis=1)).mean(), rel=1e-9, abs=1e-12)
-    return rebuilt
-
-
-def few_colour_image(colours, shape=(12, 10)):
-    rng = np.random.default_rng(10)
-    pick = rng.integers(0, len(colours), size=shape)
-    pick.flat[:len(colours)] = np.arange(len(colours))  # every colour present
-    return np.asarray(colours, dtype=np.uint8)[pick]
-
-
-@pytest.mark.parametrize("pixels, clusters", [
-    (np.full((9, 7, 3), (10, 200, 30), dtype=np.uint8), 20),           # one colour
-    (few_colour_image([(0, 0, 0), (255, 255, 255)]), 20),              # two colours, k = 20
-    (few_colour_image([(5, 6, 7), (5, 6, 8), (200, 1, 1)]), 3),        # k = distinct colours
-    (np.array([[[17, 34, 51]]], dtype=np.uint8), 20),                   # a single pixel
-], ids=["one-colour", "two-colours", "k-equals-colours", "single-pixel"])
-def test_few_colours_are_lossless(pixels, clusters, tmp_path):
-    printed, book = compress(pixels, tmp_path, clusters)
-    rebuilt = check_codebook(pixels, printed, book, clusters)
-    assert printed == 0.0
-    np.testing.assert_array_equal(rebuilt, pixels)
-
-
 def test_a_constant_channel_stays_exact(tmp_path):
-    rng = np.random.default_rng(12)
-    pixels = rng.integers(0, 256, size=(40, 40, 3)).astype(np.uint8)
+    pixels = np.random.default_rng(12).integers(0, 256, size=(40, 40, 3)).astype(np.uint8)
     pixels[:, :, 2] = 7
-    printed, book = compress(pixels, tmp_path, 8)
-    check_codebook(pixels, printed, book, 8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    book, _ = check_round_trip(tmp_path / "in.png", tmp_path, 8, "mixture")
+    assert np.all(np.isfinite(book["means"]))
     np.testing.assert_allclose(book["means"][:, 2], 7.0, atol=1e-9)
 
 
@@ -503,8 +451,9 @@ def test_a_large_flat_background_keeps_its_colour(tmp_path):
     pixels = np.empty((190, 190, 3), dtype=np.uint8)
     pixels[:] = background  # 90% of the pixels
     pixels[65:125, 65:125] = patch
-    printed, book = compress(pixels, tmp_path, 20)
-    rebuilt = check_codebook(pixels, printed, book, 20)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    book, printed = check_round_trip(tmp_path / "in.png", tmp_path, 20, "mixture")
+    rebuilt = book["means"][book["assignments"]].reshape(pixels.shape)
     flat = np.ones(pixels.shape[:2], dtype=bool)
     flat[65:125, 65:125] = False
     # The colour of 90% of the pixels has a component of its own, centred on it.
