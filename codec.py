@@ -340,35 +340,6 @@ def reconstruction_error(colours, counts, means, labels):
     return float(counts @ distance / counts.sum())
 
 
-def dithered_assignments(image, means):
-    """The mean of each pixel, chosen by Floyd-Steinberg error diffusion (Pillow's, in C).
-
-    Pixels are taken row by row; each gets the mean nearest to its colour plus
-    the error carried to it, and passes on its own error (that sum minus its
-    mean) to the pixels right of and below it: a smooth gradient becomes a fine
-    mix of the means around it instead of bands.  Pillow compares against the
-    means rounded to 0..255, and finds the nearest for the colour with its two
-    low bits cleared (a 64x64x64 lookup table), so a pixel near a tie between
-    two means may get the second nearest.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image, mode "RGB" or "L"
-    means : ndarray of shape (n_clusters, 3), or (n_clusters, 1) for "L"; n_clusters <= 256
-
-    Returns
-    -------
-    ndarray of shape (H * W,), uint8
-    """
-    rgb = np.broadcast_to(np.clip(np.rint(means), 0, 255).astype(np.uint8), (len(means), 3))
-    palette = Image.new("P", (1, 1))
-    # Filled to 256 entries with copies of the means (entry j copies mean j % k), not black.
-    palette.putpalette(np.resize(rgb, (256, 3)).tobytes())
-    indices = np.asarray((image if image.mode == "RGB" else image.convert("RGB")).quantize(
-        palette=palette, dither=Image.Dither.FLOYDSTEINBERG))
-    return (indices.reshape(-1) % len(means)).astype(np.uint8)
-
-
 # ---------------------------------------------------------------- codebooks
 
 def write_codebook(path, assignments, means, img_shape, comment=b""):
@@ -590,6 +561,37 @@ def decode(assignments, means, img_shape):
     palette = np.clip(np.rint(np.asarray(means, dtype=np.float64)), 0, 255).astype(np.uint8)
     pixels = palette[assignments].reshape(img_shape)
     return pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+
+
+def dithered_assignments(image, means):
+    """The mean of each pixel, chosen by Floyd-Steinberg error diffusion (Pillow's, in C).
+
+    Pixels are taken row by row; each gets the mean nearest to its colour plus
+    the error carried to it, and passes on its own error (that sum minus its
+    mean) to the pixels right of and below it: a smooth gradient becomes a fine
+    mix of the means around it instead of bands.  Pillow compares against the
+    means as :func:`decode` rounds them, and finds the nearest for the colour
+    with its two low bits cleared (a 64x64x64 lookup table): a pixel up to about
+    10 levels from a tie between two means may get the second nearest
+    (bench/dither.md measures how often).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image, mode "RGB" or "L"
+    means : ndarray of shape (n_clusters, 3), or (n_clusters, 1) for "L"; n_clusters <= 256
+
+    Returns
+    -------
+    ndarray of shape (H * W,), uint8
+    """
+    # All 256 palette entries are means (entry j copies mean j % k): Pillow may hold a short
+    # palette padded with black, and would then choose black.
+    copies = np.resize(np.arange(len(means), dtype=np.uint8), 256)
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(np.broadcast_to(decode(copies, means, (256, -1)), (256, 3)).tobytes())
+    indices = (image if image.mode == "RGB" else image.convert("RGB")).quantize(
+        palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+    return copies[np.asarray(indices).reshape(-1)]
 
 
 def output_colours(path, fmt, means, notes):

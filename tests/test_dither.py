@@ -134,12 +134,14 @@ def test_a_padding_entry_is_never_chosen():
     assert np.array_equal(codec.dithered_assignments(black, means), np.ones(16 * 8))
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_pixels_equal_to_a_mean_keep_it(mode):
-    # No pixel differs from its mean, so there is no error to diffuse.
-    rng = np.random.default_rng(0)
-    means = np.array([[20, 30, 40], [200, 40, 90], [90, 220, 30], [250, 250, 250],
-                      [120, 120, 120], [10, 160, 240]], dtype=np.float64)[:, :len(mode)]
-    labels = rng.integers(0, len(means), size=(12, 20))
-    image = Image.fromarray(means[labels].astype(np.uint8).squeeze())
+@pytest.mark.parametrize("mode, n_means", [("RGB", 256), ("RGB", 5), ("L", 6)])
+def test_pixels_equal_to_a_mean_keep_it(mode, n_means):
+    # No pixel differs from its mean, so there is no error to diffuse.  The means lie
+    # at least 40 levels apart, far beyond the 4 levels of Pillow's lookup table.
+    levels = np.arange(0, 256, 42, dtype=np.float64)  # 7 levels, 343 colours
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    means = grid[:n_means] if mode == "RGB" else levels[:n_means, None]
+    labels = np.random.default_rng(0).integers(0, n_means, size=(24, 40))
+    image = Image.fromarray(means[labels].astype(np.uint8).squeeze(axis=-1 if mode == "L" else ()))
+    assert image.mode == mode
     assert np.array_equal(codec.dithered_assignments(image, means), labels.reshape(-1))
