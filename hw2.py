@@ -25,7 +25,7 @@ FLAGS = {
     "--output": dict(action="append", metavar="PATH", help="the codebook, or the image to write"),
     "--seed": dict(type=int, default=0, metavar="N", help="random seed (default: 0)"),
     "--indexed": dict(action="store_true", help="decompress .png as a palette image too"),
-    "--dither": dict(action="store_true", help="compress: means by error diffusion"),
+    "--dither": dict(action="store_true", help="compress: each pixel's mean by error diffusion"),
     "-v --verbose": dict(action="store_true", help="a line per progress step on stderr"),
     "-q --quiet": dict(action="store_true", help="nothing on stderr but errors"),
 }

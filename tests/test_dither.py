@@ -64,10 +64,11 @@ def test_dithering_lowers_the_blurred_error_on_a_ramp(tmp_path, mode):
     assert ", dithered;" in err.splitlines()[-1]
 
 
-def test_printed_error_is_the_mean_distance_to_the_assigned_means(tmp_path):
+@pytest.mark.parametrize("model", ["kmeans", "mixture"])
+def test_printed_error_is_the_mean_distance_to_the_assigned_means(tmp_path, model):
     pixels = save_ramp(tmp_path / "ramp.png", "RGB")
     error, book, _ = compress(tmp_path / "ramp.png", tmp_path / "d.npz", "--clusters", 5,
-                              "--dither")
+                              "--model", model, "--dither")
     rebuilt = book["means"][book["assignments"]].reshape(pixels.shape)
     assert error == pytest.approx(mean_distance(pixels, rebuilt), rel=1e-12)
 
