@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """hw2's --dither beside pngquant and Pillow: error, blurred error and time.
 
-  python3 bench/dither.py        # writes bench/dither.md (about 5 minutes on 2 cores)
+  python3 bench/dither.py        # writes bench/dither.md (about 2 minutes on 2 cores)
 
 Photos: the bench's four small ones and the 10.7 MP upscaled sample (bench/photos/,
 made by bench.py's helpers on first use).  At k = 8, 16, 20 and 64 on each small photo:
