@@ -563,6 +563,37 @@ def decode(assignments, means, img_shape):
     return pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
 
 
+def dithered_assignments(image, means):
+    """The mean of each pixel, chosen by Floyd-Steinberg error diffusion (Pillow's, in C).
+
+    Pixels are taken row by row; each gets the mean nearest to its colour plus
+    the error carried to it, and passes on its own error (that sum minus its
+    mean) to the pixels right of and below it: a smooth gradient becomes a fine
+    mix of the means around it instead of bands.  Pillow compares against the
+    means as :func:`decode` rounds them, and finds the nearest for the colour
+    with its two low bits cleared (a 64x64x64 lookup table): a pixel up to about
+    10 levels from a tie between two means may get the second nearest
+    (bench/dither.md measures how often).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image, mode "RGB" or "L"
+    means : ndarray of shape (n_clusters, 3), or (n_clusters, 1) for "L"; n_clusters <= 256
+
+    Returns
+    -------
+    ndarray of shape (H * W,), uint8
+    """
+    # All 256 palette entries are means (entry j copies mean j % k): Pillow may hold a short
+    # palette padded with black, and would then choose black.
+    copies = np.resize(np.arange(len(means), dtype=np.uint8), 256)
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(np.broadcast_to(decode(copies, means, (256, -1)), (256, 3)).tobytes())
+    indices = (image if image.mode == "RGB" else image.convert("RGB")).quantize(
+        palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+    return copies[np.asarray(indices).reshape(-1)]
+
+
 def output_colours(path, fmt, means, notes):
     """``(profile, means)``: the ICC profile of codebook ``path`` to embed in ``fmt``, the means.
 

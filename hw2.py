@@ -25,6 +25,7 @@ FLAGS = {
     "--output": dict(action="append", metavar="PATH", help="the codebook, or the image to write"),
     "--seed": dict(type=int, default=0, metavar="N", help="random seed (default: 0)"),
     "--indexed": dict(action="store_true", help="decompress .png as a palette image too"),
+    "--dither": dict(action="store_true", help="compress: each pixel's mean by error diffusion"),
     "-v --verbose": dict(action="store_true", help="a line per progress step on stderr"),
     "-q --quiet": dict(action="store_true", help="nothing on stderr but errors"),
 }
@@ -160,6 +161,7 @@ def compress(args, report):
     """Cluster the colours of ``args.compress`` and write the codebook to ``args.output``."""
     import contextlib
     import numpy as np
+    from PIL import Image
     import codec
     codec.check_output_path(args.output, input_path=args.compress)
     report.progress(f"reading {args.compress}")
@@ -171,25 +173,32 @@ def compress(args, report):
     # Its size and colour profile now: the input may be moved while fitting.
     in_size = os.path.getsize(args.compress)
     shape = pixels.shape
+    if args.dither and (args.clusters > 256 or pixels.ndim == 3 and shape[2] in (2, 4)):
+        raise codec.CodecError(f"{args.compress}: --dither works without alpha, to 256 clusters")
     comment = codec.profile_comment(args.compress, shape, notes)
     for note in notes:
         report.say(f"hw2: note: {note}")
     report.progress("counting colours")
     colours, counts, inverse = codec.distinct_colours(pixels.reshape(shape[0] * shape[1], -1))
-    del pixels
+    pixels = pixels if args.dither else None  # freed before the fit unless dithering
     means, labels, fit = fit_colours(colours, counts, args, report)
     report.progress(f"writing {args.output}")
     assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
     del inverse
     error = codec.reconstruction_error(colours, counts, means, labels)
+    if args.dither and fit:  # (colours kept exactly have no error to diffuse: they stay exact)
+        assignments = labels = codec.dithered_assignments(Image.fromarray(pixels), means)
+        # The error pixel by pixel, in 64 parts to keep the float copies small.
+        parts = zip(np.array_split(pixels.reshape(len(labels), -1), 64), np.array_split(labels, 64))
+        error = sum(np.linalg.norm(p - means[a], axis=1).sum() for p, a in parts) / len(labels)
     codec.write_codebook(args.output, assignments, means, shape, comment)
     report.written = args.output
     report.result(f"Reconstruction error is {error}")
     size = os.path.getsize(args.output)
     how = plural(fit.n_iter, "iteration") + ", converged" * fit.converged if fit else "lossless"
     report.say(f"hw2: wrote {args.output}, {size:,} bytes ({size / in_size:.0%} of the input); "
-               f"{args.model}, {plural(int(np.count_nonzero(np.bincount(labels))), 'cluster')} used, {how}; "
-               f"{time.monotonic() - report.started:.2f} s")
+               f"{args.model}, {plural(int(np.count_nonzero(np.bincount(labels))), 'cluster')} used, "
+               f"{how}{', dithered' * args.dither}; {time.monotonic() - report.started:.2f} s")
 
 
 def fit_colours(colours, counts, args, report):

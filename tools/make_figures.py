@@ -9,7 +9,9 @@ end), rebuilds each picture from the codebook the way a grader would
 alone:
 
 * ``docs/side_by_side.jpg``: the original, k-means and the mixture at k=20;
-* ``docs/kmeans_strip.jpg``: k-means at k = 2, 4, 8, 16, 32.
+* ``docs/kmeans_strip.jpg``: k-means at k = 2, 4, 8, 16, 32;
+* ``docs/dither_sky.png``: a crop of the sky, original, k=8 and k=8 with ``--dither``,
+  enlarged with nearest-neighbour so that the bands and the dots show.
 
 Then it prints a markdown table (model, k, reconstruction error, codebook
 size, ratio to the input file, time) for the README.  Times depend on the
@@ -34,6 +36,8 @@ JPEG_QUALITY = 85
 GAP, LABEL_HEIGHT, FONT_SIZE = 6, 24, 15
 RESULT = re.compile(r"^Reconstruction error is (\S+)$")
 MODEL_NAMES = {"kmeans": "k-means", "mixture": "Gaussian mixture"}
+# The dither figure: k, the crop of the sample's sky (left, top, right, bottom) and its zoom.
+DITHER_CLUSTERS, DITHER_CROP, DITHER_ZOOM = 8, (345, 130, 435, 370), 3
 
 
 def main(argv=None):
@@ -60,6 +64,9 @@ def main(argv=None):
         for model in models:
             for k in sorted(set(STRIP_CLUSTERS) | {SIDE_BY_SIDE_CLUSTERS}):
                 runs[model, k] = run_hw2(args.image, model, k, Path(scratch), args.repeat)
+        if "kmeans" in models:
+            runs["kmeans", DITHER_CLUSTERS, "--dither"] = run_hw2(
+                args.image, "kmeans", DITHER_CLUSTERS, Path(scratch), args.repeat, "--dither")
 
     panels = [(original, "original")]
     panels += [panel(runs, model, SIDE_BY_SIDE_CLUSTERS) for model in models]
@@ -67,6 +74,7 @@ def main(argv=None):
     if "kmeans" in models:
         strip = [panel(runs, "kmeans", k) for k in STRIP_CLUSTERS]
         save_figure(row_of_panels(strip, args.width), out_dir / "kmeans_strip.jpg")
+        save_figure(dither_figure(original, runs), out_dir / "dither_sky.png")
     print(results_table(runs, os.path.getsize(args.image)))
     return 0
 
@@ -83,8 +91,8 @@ def read_upright(path):
         return ImageOps.exif_transpose(image).convert("RGB")
 
 
-def run_hw2(image_path, model, n_clusters, scratch, repeat=1):
-    """Compress with ``hw2.py`` in a fresh process and rebuild the picture.
+def run_hw2(image_path, model, n_clusters, scratch, repeat=1, *flags):
+    """Compress with ``hw2.py`` (and ``flags``) in a fresh process and rebuild the picture.
 
     The command runs ``repeat`` times and the fastest time is kept: other
     work on the machine only ever adds to a run's time.
@@ -95,10 +103,10 @@ def run_hw2(image_path, model, n_clusters, scratch, repeat=1):
         ``error`` (float, as printed), ``bytes`` (codebook size), ``seconds``
         (fastest wall time of the whole command) and ``image`` (Pillow image).
     """
-    codebook = scratch / f"{model}-{n_clusters}.npz"
+    codebook = scratch / f"{model}-{n_clusters}{''.join(flags)}.npz"
     command = [sys.executable, str(ROOT / "hw2.py"), "--compress", str(image_path),
                "--model", model, "--clusters", str(n_clusters), "--output", str(codebook),
-               "--quiet"]
+               "--quiet", *flags]
     seconds = float("inf")
     for _ in range(max(1, repeat)):
         started = time.perf_counter()
@@ -108,8 +116,8 @@ def run_hw2(image_path, model, n_clusters, scratch, repeat=1):
         if done.returncode != 0 or not match:
             sys.exit(f"make_figures: {' '.join(command)} failed ({done.returncode}):\n"
                      f"{done.stdout}{done.stderr}")
-    print(f"{model:8} k={n_clusters:<3} error {float(match.group(1)):7.3f}  {seconds:5.2f} s",
-          file=sys.stderr)
+    print(f"{model:8} k={n_clusters:<3} error {float(match.group(1)):7.3f}  {seconds:5.2f} s "
+          f"{' '.join(flags)}", file=sys.stderr)
     return {"error": float(match.group(1)), "bytes": os.path.getsize(codebook),
             "seconds": seconds, "image": decode(codebook)}
 
@@ -151,6 +159,29 @@ def row_of_panels(panels, width):
     return figure
 
 
+def dither_figure(original, runs):
+    """The sky crop: original, k-means at DITHER_CLUSTERS, and the same with --dither.
+
+    Enlarged DITHER_ZOOM times with nearest-neighbour (no smoothing), so the figure
+    shows the bands the plain codebook leaves and the dots that replace them.
+    """
+    plain, dithered = runs["kmeans", DITHER_CLUSTERS], runs["kmeans", DITHER_CLUSTERS, "--dither"]
+    k = DITHER_CLUSTERS
+    panels = [(original, "original"), (plain["image"], f"k={k}: error {plain['error']:.1f}"),
+              (dithered["image"], f"k={k}, --dither: error {dithered['error']:.1f}")]
+    width, height = DITHER_CROP[2] - DITHER_CROP[0], DITHER_CROP[3] - DITHER_CROP[1]
+    size = (width * DITHER_ZOOM, height * DITHER_ZOOM)
+    figure = Image.new("RGB", (len(panels) * (size[0] + GAP) + GAP,
+                               size[1] + LABEL_HEIGHT + 2 * GAP), "white")
+    draw, font = ImageDraw.Draw(figure), label_font()
+    for i, (picture, label) in enumerate(panels):
+        left = GAP + i * (size[0] + GAP)
+        figure.paste(picture.crop(DITHER_CROP).resize(size, Image.NEAREST), (left, GAP))
+        draw.text((left + (size[0] - draw.textlength(label, font=font)) / 2,
+                   GAP + size[1] + 4), label, fill="black", font=font)
+    return figure
+
+
 def label_font():
     """Pillow's own font: scalable since Pillow 10.1, a small bitmap font before."""
     try:
@@ -160,7 +191,8 @@ def label_font():
 
 
 def save_figure(figure, path):
-    figure.save(path, quality=JPEG_QUALITY, optimize=True)
+    figure.save(path, **({"optimize": True} if path.suffix == ".png" else
+                         {"quality": JPEG_QUALITY, "optimize": True}))
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: "
           f"{figure.width}x{figure.height}, {os.path.getsize(path) / 1000:.0f} KB",
           file=sys.stderr)
@@ -170,7 +202,9 @@ def results_table(runs, input_bytes):
     """The README's markdown table, one row per run."""
     lines = ["| model | k | reconstruction error | codebook | ratio to the input | time |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for (model, k), run in runs.items():
+    for (model, k, *flags), run in runs.items():
+        if flags:
+            continue  # the dither figure's run
         lines.append(f"| {model} | {k} | {run['error']:.2f} | {run['bytes'] / 1000:.1f} KB | "
                      f"{run['bytes'] / input_bytes:.0%} | {run['seconds']:.2f} s |")
     return "\n".join(lines)
