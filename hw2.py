@@ -167,22 +167,19 @@ def compress(args, report):
     with contextlib.suppress(codec.CodecError):  # an image's extension on the codebook
         notes.append(f"{args.output} holds an npz codebook, not a {codec.image_format_for(args.output)}"
                      f" image, whatever its extension; --decompress it to see the image")
-    pixels = codec.read_image(args.compress, notes=notes)
-    # Its size and colour profile now: the input may be moved while fitting.
+    # Pillow's decoded image is the only full-size copy until the assignments replace it.
+    image = codec.ImageReader(args.compress, notes, codec.label_dtype(args.clusters).itemsize)
+    # Its size now: the input may be moved while fitting.
     in_size = os.path.getsize(args.compress)
-    shape = pixels.shape
-    comment = codec.profile_comment(args.compress, shape, notes)
+    comment = codec.profile_comment(args.compress, image.icc_profile, image.shape, notes)
     for note in notes:
         report.say(f"hw2: note: {note}")
-    report.progress("counting colours")
-    colours, counts, inverse = codec.distinct_colours(pixels.reshape(shape[0] * shape[1], -1))
-    del pixels
+    colours, counts = codec.count_colours(image, report.steps("counting colours"))
     means, labels, fit = fit_colours(colours, counts, args, report)
-    report.progress(f"writing {args.output}")
-    assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
-    del inverse
+    assignments = codec.assign_labels(image, colours, labels.astype(codec.label_dtype(len(means))),
+                                      report.steps(f"writing {args.output}"))
     error = codec.reconstruction_error(colours, counts, means, labels)
-    codec.write_codebook(args.output, assignments, means, shape, comment)
+    codec.write_codebook(args.output, assignments, means, image.shape, comment)
     report.written = args.output
     report.result(f"Reconstruction error is {error}")
     size = os.path.getsize(args.output)
@@ -225,16 +222,19 @@ def decompress(args, report):
     assignments, means, img_shape = codec.read_codebook(args.decompress)
     notes = []
     icc_profile, means = codec.output_colours(args.decompress, fmt, means, notes)
-    report.progress(f"writing {args.output}")
-    pixels = codec.decode(assignments, means, img_shape)
     palette_formats = codec.PALETTE_FORMATS + ("PNG",) * args.indexed
     indexed = codec.indexed_image(assignments, means, img_shape, fmt, palette_formats)
-    if codec.write_image(args.output, pixels, indexed, icc_profile) and pixels[..., -1].min() < 255:
+    image = indexed if indexed is not None else codec.decoded_image(
+        assignments, means, img_shape, report.steps(f"decoding {args.decompress}"))
+    del assignments  # before encoding, which holds the image and the encoded file
+    report.progress(f"writing {args.output}")
+    if codec.write_image(args.output, image, indexed, icc_profile) and \
+            image.getextrema()[-1][0] < 255:  # the alpha channel's least value
         notes.append(f"{args.output}'s format has no transparency; composited on white")
     report.written = args.output
     for note in notes:
         report.say(f"hw2: note: {note}")
-    report.say(f"hw2: wrote {args.output}: {pixels.shape[1]}x{pixels.shape[0]} "
+    report.say(f"hw2: wrote {args.output}: {image.width}x{image.height} "
                f"{'indexed ' * (indexed is not None)}{fmt} image from "
                f"{plural(len(means), 'colour')}, {os.path.getsize(args.output):,} bytes")
 
@@ -279,6 +279,11 @@ class Reporter:
         elif self.columns and not (throttle and time.monotonic() - (self.drawn_at or 0) < 0.1):
             _emit(sys.stderr, "\r\033[K" + printable(text)[:self.columns - 1])
             self.drawn_at = time.monotonic()
+
+    def steps(self, text):
+        """Say a step starts; return a callback for its passes: ``text, 40%`` (live line only)."""
+        self.progress(text)
+        return lambda done: done and not self.verbose and self.progress(f"{text}, {done:.0%}", True)
 
     def callback(self, model):
         """A progress callback for the fits; None when nothing shows (it costs them time)."""
