@@ -80,8 +80,8 @@ def read_image(path, notes=None):
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
     reader = ImageReader(path, notes)
-    stored = np.concatenate([pixels for _, pixels in reader.strips()])
-    return np.ascontiguousarray(reader.upright(stored.reshape(reader.stored_shape)))
+    stored = np.concatenate([pixels for _, pixels in reader.strips()]).reshape(reader.stored_shape)
+    return np.ascontiguousarray(reader.upright(stored))
 
 
 # EXIF orientation: (rows, columns) read forwards (1) or backwards (-1), then transposed or
@@ -89,6 +89,9 @@ def read_image(path, notes=None):
 _ORIENTATIONS = {2: (1, -1, 0), 3: (-1, -1, 0), 4: (-1, 1, 0), 5: (1, 1, 1), 6: (-1, 1, 1),
                  7: (-1, -1, 1), 8: (1, -1, 1)}
 STRIP_PIXELS = 1 << 21  # pixels read at a time: 2 MP take ~50 MB of temporary arrays
+# Up to this many pixels (64 MB of keys), the keys are computed once for the three reads:
+# a tenth faster at 10.7 MP (bench/results.md, "Memory").
+KEPT_KEYS_PIXELS = 1 << 24
 
 
 class ImageReader:
@@ -101,10 +104,18 @@ class ImageReader:
     orientation; ``icc_profile`` the image's colour profile (None without one).
     """
 
+    kept_keys = None  # a small image's keys, once computed (keys)
+
     def __init__(self, path, notes=None, label_bytes=1):
         _check_input_path(path, "an image")
+        saved = PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS
         try:
-            with _pillow_limits(), contextlib.ExitStack() as opened:
+            with warnings.catch_warnings(), contextlib.ExitStack() as opened:
+                warnings.simplefilter("ignore")  # on metadata Pillow ignores, and sizes
+                # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk;
+                # check_memory, not a count of pixels, says what fits.
+                PngImagePlugin.MAX_TEXT_CHUNK = max(saved[0], 64 << 20)
+                Image.MAX_IMAGE_PIXELS = None
                 image = self.image = opened.enter_context(_open_image(path))
                 # Pillow before 10.3 opens 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
                 self.sixteen_bit = image.mode[:4] == "I;16" or image.mode + image.format == "IPNG"
@@ -123,12 +134,14 @@ class ImageReader:
                 struct.error) as exc:  # how Pillow's decoders report damaged data
             _raise_if_path_problem(path, exc, "an image")
             raise CodecError(f"{path}: {_DAMAGED} ({exc})") from None
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = saved
         self.stored_shape = image.size[::-1] + ((len(self.mode),) if len(self.mode) > 1 else ())
         self.shape = self.upright(np.empty(self.stored_shape, dtype=np.uint8)).shape
         if self.shape != self.stored_shape and notes is not None:
             notes.append(f"{path} was turned upright per its EXIF orientation {self.orientation}: "
                          f"stored as {image.width}x{image.height}, "
-                         f"read as {self.shape[1]}x{self.shape[0]}")
+                         f"read as {image.height}x{image.width}")
 
     def strips(self, progress=lambda done: None):
         """Yield ``(start, pixels)``: a strip's first pixel (row-major, as stored), its pixels.
@@ -137,12 +150,21 @@ class ImageReader:
         called with the fraction of rows done before each strip.
         """
         width, height = self.image.size
-        with _pillow_limits():
-            for top, bottom in _strips(width, height, progress):
-                strip = self.image.crop((0, top, width, bottom))
-                pixels = (np.rint(np.asarray(strip) / 257.0).astype(np.uint8) if self.sixteen_bit
-                          else np.asarray(strip.convert(self.mode)))
-                yield top * width, pixels.reshape(-1, len(self.mode))
+        for top, bottom in _strips(width, height, progress):
+            strip = self.image.crop((0, top, width, bottom))
+            pixels = (np.rint(np.asarray(strip) / 257.0).astype(np.uint8) if self.sixteen_bit
+                      else np.asarray(strip.convert(self.mode)))
+            yield top * width, pixels.reshape(-1, len(self.mode))
+
+    def keys(self, progress=lambda done: None):
+        """Yield ``(start, keys)``: each strip's first pixel and its pixels' keys (:func:`_keys`).
+
+        A small image's keys are computed once and kept (``KEPT_KEYS_PIXELS``).
+        """
+        keys = self.kept_keys or ((start, _keys(pixels)) for start, pixels in self.strips(progress))
+        if self.image.width * self.image.height <= KEPT_KEYS_PIXELS:
+            self.kept_keys = keys = list(keys)
+        return keys
 
     def upright(self, array):
         """``array``, of the stored image's height and width first, turned upright (a view)."""
@@ -157,21 +179,6 @@ def _strips(width, height, progress):
     for top in range(0, height, step):
         progress(top / height)
         yield top, min(top + step, height)
-
-
-@contextlib.contextmanager
-def _pillow_limits():
-    """Pillow's size limits lifted while reading: hw2 checks the memory needed itself."""
-    saved = PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():  # on metadata Pillow ignores, and sizes checked here
-            warnings.simplefilter("ignore")
-            # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk.
-            PngImagePlugin.MAX_TEXT_CHUNK = max(saved[0], 64 << 20)
-            Image.MAX_IMAGE_PIXELS = None  # check_memory, not a pixel count, says what fits
-            yield
-    finally:
-        PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = saved
 
 
 def _open_image(path):
@@ -342,15 +349,14 @@ def count_colours(reader, progress=lambda done: None):
     space, first_half = _table_size(reader), lambda done: progress(done / 2)
     if space:
         present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
-        for _, pixels in reader.strips(first_half):
-            present[_keys(pixels)] = True
+        for _, keys in reader.keys(first_half):
+            present[keys] = True
         used = np.flatnonzero(present)
     else:
-        used = np.unique(np.concatenate([np.unique(_keys(pixels))
-                                         for _, pixels in reader.strips(first_half)]))
+        used = np.unique(np.concatenate([np.unique(keys) for _, keys in reader.keys(first_half)]))
     index, counts = _lookup(space, used, np.arange(len(used))), np.zeros(len(used), np.int64)
-    for _, pixels in reader.strips(lambda done: progress(0.5 + done / 2)):
-        counts += np.bincount(index(_keys(pixels)), minlength=len(used))
+    for _, keys in reader.keys(lambda done: progress(0.5 + done / 2)):
+        counts += np.bincount(index(keys), minlength=len(used))
     return _colours_of(used, len(reader.mode)), counts
 
 
@@ -362,8 +368,8 @@ def assign_labels(reader, colours, labels, progress=lambda done: None):
     """
     label_of = _lookup(_table_size(reader), _keys(colours), labels)
     assignments = np.empty(reader.stored_shape[0] * reader.stored_shape[1], dtype=labels.dtype)
-    for start, pixels in reader.strips(progress):
-        assignments[start:start + len(pixels)] = label_of(_keys(pixels))
+    for start, keys in reader.keys(progress):
+        assignments[start:start + len(keys)] = label_of(keys)
     reader.image.close()  # before turning upright: the only copy that may be made
     return reader.upright(assignments.reshape(reader.stored_shape[:2])).reshape(-1)
 
@@ -398,24 +404,17 @@ def _colours_of(keys, n_channels):
 
 
 def _table_size(reader):
-    """The length of a table indexed by key (:func:`_keys`); 0 where sorting keys is better."""
-    space, (height, width) = 256 ** len(reader.mode), reader.stored_shape[:2]
-    return space if space <= min(_BINCOUNT_LIMIT, 8 * height * width + _BINCOUNT_FLOOR) else 0
+    """The length of a table indexed by key (:func:`_keys`), up to three channels; else 0.
 
-
-# Largest key space handled with tables: 2**24 keys (3 bytes) take a 16 MiB presence
-# table and a 64 MiB index table; and only when it is not much larger than the image:
-# sorting a small image's keys is faster than sweeping tables of 16 million entries.
-_BINCOUNT_LIMIT = 1 << 24
-_BINCOUNT_FLOOR = 1 << 16
+    2**24 keys take a 16 MiB presence table and a 64 MiB index table: on a 0.3 MP
+    photo, still faster than sorting its keys (bench/results.md, "Memory").
+    """
+    return 256 ** len(reader.mode) if len(reader.mode) <= 3 else 0
 
 
 def label_dtype(n_clusters):
     """The narrowest unsigned integer type that holds ``n_clusters - 1``."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if n_clusters - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)
+    return np.min_scalar_type(n_clusters - 1)
 
 
 def reconstruction_error(colours, counts, means, labels):
