@@ -110,13 +110,13 @@ class ImageReader:
         _check_input_path(path, "an image")
         saved = PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS
         try:
-            with warnings.catch_warnings(), contextlib.ExitStack() as opened:
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # on metadata Pillow ignores, and sizes
                 # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk;
                 # check_memory, not a count of pixels, says what fits.
                 PngImagePlugin.MAX_TEXT_CHUNK = max(saved[0], 64 << 20)
                 Image.MAX_IMAGE_PIXELS = None
-                image = self.image = opened.enter_context(_open_image(path))
+                image = self.image = _open_image(path)  # closed by assign_labels, or when freed
                 # Pillow before 10.3 opens 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
                 self.sixteen_bit = image.mode[:4] == "I;16" or image.mode + image.format == "IPNG"
                 self.mode = ("L" if self.sixteen_bit or image.mode in ("1", "I", "F") else "RGBA"
@@ -127,7 +127,6 @@ class ImageReader:
                 self.orientation = image.getexif().get(0x0112)  # the EXIF Orientation tag
                 self.icc_profile = image.info.get("icc_profile")
                 image.load()
-                opened.pop_all()
         except UnidentifiedImageError:
             raise CodecError(f"{path}: {_unreadable(path)}") from None
         except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError,
@@ -229,11 +228,10 @@ def memory_available():
     with contextlib.suppress(AttributeError, ValueError, OSError):  # no sysconf, or no such name
         found.append(found[0] or os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     with contextlib.suppress(ImportError, AttributeError):  # Windows has no resource module
-        import resource
-        for limit, used in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
-            soft = resource.getrlimit(limit)[0]
-            if soft != resource.RLIM_INFINITY:
-                found.append(soft - (_proc_bytes("/proc/self/status", used) or 0))
+        from resource import RLIM_INFINITY, RLIMIT_AS, RLIMIT_DATA, getrlimit
+        found += [getrlimit(limit)[0] - (_proc_bytes("/proc/self/status", used) or 0)
+                  for limit, used in ((RLIMIT_AS, "VmSize"), (RLIMIT_DATA, "VmData"))
+                  if getrlimit(limit)[0] != RLIM_INFINITY]
     return min((n for n in found if n is not None), default=DEFAULT_MEMORY)
 
 
