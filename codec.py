@@ -80,8 +80,8 @@ def read_image(path, notes=None):
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
     reader = ImageReader(path, notes)
-    stored = np.concatenate([pixels for _, pixels in reader.strips()]).reshape(reader.stored_shape)
-    return np.ascontiguousarray(reader.upright(stored))
+    stored = np.concatenate([_colours_of(keys, len(reader.mode)) for _, keys in reader.keys()])
+    return np.ascontiguousarray(reader.upright(stored.reshape(reader.stored_shape)))
 
 
 # EXIF orientation: (rows, columns) read forwards (1) or backwards (-1), then transposed or
@@ -89,9 +89,9 @@ def read_image(path, notes=None):
 _ORIENTATIONS = {2: (1, -1, 0), 3: (-1, -1, 0), 4: (-1, 1, 0), 5: (1, 1, 1), 6: (-1, 1, 1),
                  7: (-1, -1, 1), 8: (1, -1, 1)}
 STRIP_PIXELS = 1 << 21  # pixels read at a time: 2 MP take ~50 MB of temporary arrays
-# Up to this many pixels (64 MB of keys), the keys are computed once for the three reads:
-# a tenth faster at 10.7 MP (bench/results.md, "Memory").
-KEPT_KEYS_PIXELS = 1 << 24
+# Pillow's raw modes that pack a pixel's channels into bytes, first channel first, and the
+# big-endian integer they make (a key, as _keys computes it: XRGB's first byte is 0).
+_PACKED = {"L": ("L", "u1"), "LA": ("LA", ">u2"), "RGB": ("XRGB", ">u4"), "RGBA": ("RGBA", ">u4")}
 
 
 class ImageReader:
@@ -103,8 +103,6 @@ class ImageReader:
     ``shape`` is that of read_image's array, ``stored_shape`` before the EXIF
     orientation; ``icc_profile`` the image's colour profile (None without one).
     """
-
-    kept_keys = None  # a small image's keys, once computed (keys)
 
     def __init__(self, path, notes=None, label_bytes=1):
         _check_input_path(path, "an image")
@@ -142,28 +140,20 @@ class ImageReader:
                          f"stored as {image.width}x{image.height}, "
                          f"read as {image.height}x{image.width}")
 
-    def strips(self, progress=lambda done: None):
-        """Yield ``(start, pixels)``: a strip's first pixel (row-major, as stored), its pixels.
+    def keys(self, progress=lambda done: None):
+        """Yield ``(start, keys)``: a strip's first pixel (row-major, as stored), its pixels' keys.
 
-        ``pixels`` is uint8 of shape (n, C), C = 1 for grey; ``progress`` is
-        called with the fraction of rows done before each strip.
+        The pixels converted as :func:`read_image` describes, then packed by
+        Pillow into integers as :func:`_keys` packs them, shape (n,); ``progress``
+        is called with the fraction of rows done before each strip.
         """
-        width, height = self.image.size
+        (width, height), (raw_mode, dtype) = self.image.size, _PACKED[self.mode]
         for top, bottom in _strips(width, height, progress):
             strip = self.image.crop((0, top, width, bottom))
-            pixels = (np.rint(np.asarray(strip) / 257.0).astype(np.uint8) if self.sixteen_bit
-                      else np.asarray(strip.convert(self.mode)))
-            yield top * width, pixels.reshape(-1, len(self.mode))
-
-    def keys(self, progress=lambda done: None):
-        """Yield ``(start, keys)``: each strip's first pixel and its pixels' keys (:func:`_keys`).
-
-        A small image's keys are computed once and kept (``KEPT_KEYS_PIXELS``).
-        """
-        keys = self.kept_keys or ((start, _keys(pixels)) for start, pixels in self.strips(progress))
-        if self.image.width * self.image.height <= KEPT_KEYS_PIXELS:
-            self.kept_keys = keys = list(keys)
-        return keys
+            if self.sixteen_bit:
+                strip = Image.fromarray(np.rint(np.asarray(strip) / 257.0).astype(np.uint8))
+            packed = strip.convert(self.mode).tobytes("raw", raw_mode)
+            yield top * width, np.frombuffer(packed, dtype)
 
     def upright(self, array):
         """``array``, of the stored image's height and width first, turned upright (a view)."""
@@ -643,7 +633,7 @@ PALETTE_SAVE_OPTIONS = {"PNG": {"compress_level": 7}}
 
 # Bytes a pixel of decoding, beside the assignments: the image in Pillow (4 bytes a pixel
 # for colour) and the encoded file, held in memory until written (bench/results.md, "Memory").
-DECODE_BYTES = 6
+DECODE_BYTES = 5
 
 
 def decode(assignments, means, img_shape):
