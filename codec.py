@@ -106,14 +106,13 @@ class ImageReader:
 
     def __init__(self, path, notes=None, label_bytes=1):
         _check_input_path(path, "an image")
-        saved = PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS
+        was = PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # on metadata Pillow ignores, and sizes
                 # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk;
                 # check_memory, not a count of pixels, says what fits.
-                PngImagePlugin.MAX_TEXT_CHUNK = max(saved[0], 64 << 20)
-                Image.MAX_IMAGE_PIXELS = None
+                PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = max(was[0], 64 << 20), None
                 image = self.image = _open_image(path)  # closed by assign_labels, or when freed
                 # Pillow before 10.3 opens 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
                 self.sixteen_bit = image.mode[:4] == "I;16" or image.mode + image.format == "IPNG"
@@ -132,13 +131,14 @@ class ImageReader:
             _raise_if_path_problem(path, exc, "an image")
             raise CodecError(f"{path}: {_DAMAGED} ({exc})") from None
         finally:
-            PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = saved
+            PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = was
+        self.key_space = 256 ** len(self.mode) if len(self.mode) <= 3 else 0  # see _lookup
         self.stored_shape = image.size[::-1] + ((len(self.mode),) if len(self.mode) > 1 else ())
         self.shape = self.upright(np.empty(self.stored_shape, dtype=np.uint8)).shape
-        if self.shape != self.stored_shape and notes is not None:
+        if self.orientation in _ORIENTATIONS and notes is not None:
             notes.append(f"{path} was turned upright per its EXIF orientation {self.orientation}: "
                          f"stored as {image.width}x{image.height}, "
-                         f"read as {image.height}x{image.width}")
+                         f"read as {self.shape[1]}x{self.shape[0]}")
 
     def keys(self, progress=lambda done: None):
         """Yield ``(start, keys)``: a strip's first pixel (row-major, as stored), its pixels' keys.
@@ -147,27 +147,19 @@ class ImageReader:
         Pillow into integers as :func:`_keys` packs them, shape (n,); ``progress``
         is called with the fraction of rows done before each strip.
         """
-        (width, height), (raw_mode, dtype) = self.image.size, _PACKED[self.mode]
-        for top, bottom in _strips(width, height, progress):
-            strip = self.image.crop((0, top, width, bottom))
+        (width, height), (raw, dtype) = self.image.size, _PACKED[self.mode]
+        step = max(1, STRIP_PIXELS // width)
+        for top in range(0, height, step):
+            progress(top / height)
+            strip = self.image.crop((0, top, width, min(top + step, height)))
             if self.sixteen_bit:
                 strip = Image.fromarray(np.rint(np.asarray(strip) / 257.0).astype(np.uint8))
-            packed = strip.convert(self.mode).tobytes("raw", raw_mode)
-            yield top * width, np.frombuffer(packed, dtype)
+            yield top * width, np.frombuffer(strip.convert(self.mode).tobytes("raw", raw), dtype)
 
     def upright(self, array):
         """``array``, of the stored image's height and width first, turned upright (a view)."""
         rows, columns, transposed = _ORIENTATIONS.get(self.orientation, (1, 1, 0))
-        array = array[::rows, ::columns]
-        return array.swapaxes(0, 1) if transposed else array
-
-
-def _strips(width, height, progress):
-    """Yield ``(top, bottom)``: strips of rows of at most STRIP_PIXELS (at least one row)."""
-    step = max(1, STRIP_PIXELS // width)
-    for top in range(0, height, step):
-        progress(top / height)
-        yield top, min(top + step, height)
+        return array[::rows, ::columns].swapaxes(0, transposed)  # swapaxes(0, 0) changes nothing
 
 
 def _open_image(path):
@@ -204,25 +196,22 @@ def _unreadable(path):
 # What hw2 needs beside the per-pixel arrays: colour tables (96 MB for RGB), a strip's
 # temporary arrays, the fit on the distinct colours (bench/results.md, "Memory").
 FIXED_MEMORY = 200 << 20
-DEFAULT_MEMORY = 8 << 30  # where the system tells neither free memory nor a limit
 
 
 def memory_available():
     """Bytes this process can still allocate, as far as the system tells.
 
-    The least of the physical memory available (Linux's MemAvailable, else
-    ``SC_AVPHYS_PAGES``) and the room left under ``RLIMIT_AS`` and
-    ``RLIMIT_DATA`` (``ulimit -v``, ``-d``) where set; else ``DEFAULT_MEMORY``.
+    The least of the physical memory available (Linux's MemAvailable) and the
+    room left under ``RLIMIT_AS`` and ``RLIMIT_DATA`` (``ulimit -v``, ``-d``)
+    where set; 8 GiB where the system tells none of them.
     """
     found = [_proc_bytes("/proc/meminfo", "MemAvailable")]
-    with contextlib.suppress(AttributeError, ValueError, OSError):  # no sysconf, or no such name
-        found.append(found[0] or os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    with contextlib.suppress(ImportError, AttributeError):  # Windows has no resource module
+    with contextlib.suppress(ImportError):  # Windows has no resource module
         from resource import RLIM_INFINITY, RLIMIT_AS, RLIMIT_DATA, getrlimit
         found += [getrlimit(limit)[0] - (_proc_bytes("/proc/self/status", used) or 0)
                   for limit, used in ((RLIMIT_AS, "VmSize"), (RLIMIT_DATA, "VmData"))
                   if getrlimit(limit)[0] != RLIM_INFINITY]
-    return min((n for n in found if n is not None), default=DEFAULT_MEMORY)
+    return min((n for n in found if n is not None), default=8 << 30)  # docs/images.md
 
 
 def _proc_bytes(path, key):
@@ -334,7 +323,7 @@ def count_colours(reader, progress=lambda done: None):
     table when the key space is small enough, else each strip's sorted), a
     second counts them.  ``progress`` gets the fraction done.
     """
-    space, first_half = _table_size(reader), lambda done: progress(done / 2)
+    space, first_half = reader.key_space, lambda done: progress(done / 2)
     if space:
         present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
         for _, keys in reader.keys(first_half):
@@ -354,7 +343,7 @@ def assign_labels(reader, colours, labels, progress=lambda done: None):
     ``labels[c]`` is the label of ``colours[c]`` (from :func:`count_colours`);
     returns ``labels[inverse]`` with :func:`distinct_colours`' inverse, shape (H * W,).
     """
-    label_of = _lookup(_table_size(reader), _keys(colours), labels)
+    label_of = _lookup(reader.key_space, _keys(colours), labels)
     assignments = np.empty(reader.stored_shape[0] * reader.stored_shape[1], dtype=labels.dtype)
     for start, keys in reader.keys(progress):
         assignments[start:start + len(keys)] = label_of(keys)
@@ -365,7 +354,9 @@ def assign_labels(reader, colours, labels, progress=lambda done: None):
 def _lookup(space, keys, values):
     """A function from any of the sorted ``keys`` to the value at its place in ``values``.
 
-    A table of ``space`` entries indexed by key, or a binary search when ``space`` is 0.
+    A table of ``space`` entries indexed by key, or a binary search when ``space`` is 0
+    (four channels).  2**24 keys take a 16 MiB presence table and a 64 MiB index table:
+    on a 0.3 MP photo, still faster than sorting its keys (bench/results.md, "Memory").
     """
     if not space:
         return lambda found: values[np.searchsorted(keys, found)]
@@ -377,27 +368,14 @@ def _lookup(space, keys, values):
 def _keys(pixels):
     """Each pixel of ``pixels`` (uint8, (n, C)) packed into one integer, the first channel highest.
 
-    int32 keys of shape (n,); int64 for four channels.
+    int64 keys of shape (n,).
     """
-    keys = pixels[:, 0].astype(np.int32 if pixels.shape[1] <= 3 else np.int64)
-    for c in range(1, pixels.shape[1]):
-        keys <<= 8
-        keys |= pixels[:, c]
-    return keys
+    return pixels.astype(np.int64) @ 256 ** np.arange(pixels.shape[1] - 1, -1, -1)
 
 
 def _colours_of(keys, n_channels):
     """The colours, uint8 of shape (n, n_channels), that ``keys`` pack (:func:`_keys`)."""
     return (keys[:, None] >> 8 * np.arange(n_channels - 1, -1, -1) & 255).astype(np.uint8)
-
-
-def _table_size(reader):
-    """The length of a table indexed by key (:func:`_keys`), up to three channels; else 0.
-
-    2**24 keys take a 16 MiB presence table and a 64 MiB index table: on a 0.3 MP
-    photo, still faster than sorting its keys (bench/results.md, "Memory").
-    """
-    return 256 ** len(reader.mode) if len(reader.mode) <= 3 else 0
 
 
 def label_dtype(n_clusters):
@@ -665,12 +643,13 @@ def decoded_image(assignments, means, img_shape, progress=lambda done: None):
     PIL.Image.Image
         Mode L, LA, RGB or RGBA, ``img_shape[1]`` wide and ``img_shape[0]`` high.
     """
-    height, width = img_shape[:2]
-    n_channels = img_shape[2] if len(img_shape) == 3 else 1
+    (height, width), channels = img_shape[:2], tuple(img_shape[2:])
     assignments = np.reshape(assignments, -1)  # a foreign codebook's may have any shape
-    image = Image.new(("L", "LA", "RGB", "RGBA")[n_channels - 1], (width, height))
-    for top, bottom in _strips(width, height, progress):
-        rows = decode(assignments[top * width:bottom * width], means, (-1, width, n_channels))
+    image = Image.new(("L", "LA", "RGB", "RGBA")[(channels or (1,))[0] - 1], (width, height))
+    step = max(1, STRIP_PIXELS // width)
+    for top in range(0, height, step):
+        progress(top / height)
+        rows = decode(assignments[top * width:(top + step) * width], means, (-1, width) + channels)
         image.paste(Image.fromarray(rows), (0, top))
     return image
 

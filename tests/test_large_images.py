@@ -60,8 +60,7 @@ IMAGES = {  # mode: (image, channels read)
 
 @pytest.mark.parametrize("table", [True, False], ids=["table", "sorting"])
 @pytest.mark.parametrize("mode", sorted(IMAGES))
-def test_counting_and_assigning_by_strips_equal_np_unique(mode, table, small_strips,
-                                                          monkeypatch, tmp_path):
+def test_counting_and_assigning_by_strips_equal_np_unique(mode, table, small_strips, tmp_path):
     make, n_channels = IMAGES[mode]
     path = tmp_path / "image.png"
     make().save(path)
@@ -69,11 +68,10 @@ def test_counting_and_assigning_by_strips_equal_np_unique(mode, table, small_str
         pixels = np.asarray(image.convert({1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[n_channels]))
     expected, inverse, counts = np.unique(pixels.reshape(-1, n_channels), axis=0,
                                           return_inverse=True, return_counts=True)
-    # Tables for any image size, or never.
-    monkeypatch.setattr(codec, "_table_size", lambda reader, real=codec._table_size: table and real(reader))
     reader = codec.ImageReader(str(path))
-    if table and n_channels == 4:
-        assert codec._table_size(reader) == 0  # four channels: always sorted
+    assert reader.key_space == (256 ** n_channels if n_channels <= 3 else 0)  # 4: sorted
+    if not table:
+        reader.key_space = 0  # sorted keys and binary search, as for four channels
     colours, got_counts = codec.count_colours(reader)
     np.testing.assert_array_equal(colours, expected)
     np.testing.assert_array_equal(got_counts, counts)
