@@ -64,8 +64,8 @@ def read_image(path, notes=None):
     16-bit colour keeps each sample's high byte, as Pillow (and so a grader)
     reads it; bilevel and 32-bit grey become grey clipped to 0..255; anything
     else (palette, CMYK, YCbCr, ...) becomes RGB, a palette with transparency
-    RGBA.  Images over :func:`max_pixels` pixels are refused, and so is what
-    Pillow's decoders find damaged or truncated.
+    RGBA.  An image refused by :class:`ImageReader` (more than the memory
+    there is, damaged or truncated data) raises CodecError.
 
     Parameters
     ----------
@@ -79,26 +79,91 @@ def read_image(path, notes=None):
     ndarray of shape (H, W) or (H, W, C), uint8
         C is 2 (grey and alpha), 3 (RGB) or 4 (RGBA).
     """
-    _check_input_path(path, "an image")
-    saved = PngImagePlugin.MAX_TEXT_CHUNK
-    try:
-        with warnings.catch_warnings():  # on metadata Pillow ignores, and sizes checked here
-            warnings.simplefilter("ignore")
-            # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk.
-            PngImagePlugin.MAX_TEXT_CHUNK = max(saved, 64 << 20)
-            with _open_image(path) as image:
-                return _upright_pixels(path, image, [] if notes is None else notes)
-    except UnidentifiedImageError:
-        raise CodecError(f"{path}: {_unreadable(path)}") from None
-    except Image.DecompressionBombError as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        raise CodecError(f"{path}: {_too_many_pixels(found and int(found.group(1)))}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError,
-            struct.error) as exc:  # how Pillow's decoders report damaged data
-        _raise_if_path_problem(path, exc, "an image")
-        raise CodecError(f"{path}: {_DAMAGED} ({exc})") from None
-    finally:
-        PngImagePlugin.MAX_TEXT_CHUNK = saved
+    reader = ImageReader(path, notes)
+    return np.ascontiguousarray(reader.upright(reader.pixels()))
+
+
+# EXIF orientation: (rows, columns) read forwards (1) or backwards (-1), then transposed or
+# not, to turn the stored image upright as ImageOps.exif_transpose does.
+_ORIENTATIONS = {2: (1, -1, 0), 3: (-1, -1, 0), 4: (-1, 1, 0), 5: (1, 1, 1), 6: (-1, 1, 1),
+                 7: (-1, -1, 1), 8: (1, -1, 1)}
+STRIP_PIXELS = 1 << 21  # pixels read at a time: 2 MP take ~50 MB of temporary arrays
+# Pillow's raw modes that pack a pixel's channels into bytes, first channel first, and the
+# big-endian integer they make (a key, as _keys computes it: XRGB's first byte is 0).
+_PACKED = {"L": ("L", "u1"), "LA": ("LA", ">u2"), "RGB": ("XRGB", ">u4"), "RGBA": ("RGBA", ">u4")}
+
+
+class ImageReader:
+    """An image file decoded by Pillow (the only full-size copy), read a strip of rows at a time.
+
+    Each strip is converted as :func:`read_image` describes.  Before decoding,
+    an image is refused if its pixels, at Pillow's bytes a pixel for its mode
+    plus ``label_bytes`` for the assignments, do not fit (:func:`check_memory`).
+    ``shape`` is that of read_image's array, ``stored_shape`` before the EXIF
+    orientation; ``icc_profile`` the image's colour profile (None without one).
+    """
+
+    def __init__(self, path, notes=None, label_bytes=1):
+        _check_input_path(path, "an image")
+        was = PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # on metadata Pillow ignores, and sizes
+                # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk;
+                # check_memory, not a count of pixels, says what fits.
+                PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = max(was[0], 64 << 20), None
+                image = self.image = _open_image(path)  # closed by assign_labels, or when freed
+                # Pillow before 10.3 opens 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
+                self.sixteen_bit = image.mode[:4] == "I;16" or image.mode + image.format == "IPNG"
+                self.mode = ("L" if self.sixteen_bit or image.mode in ("1", "I", "F") else "RGBA"
+                             if image.mode + ("T" * ("transparency" in image.info)) in ("PA", "PT")
+                             else image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGB")
+                stored = 1 if image.mode in ("1", "L", "P") else 2 if self.sixteen_bit else 4
+                check_memory(path, image.size, stored + label_bytes, "to compress")
+                self.orientation = image.getexif().get(0x0112)  # the EXIF Orientation tag
+                self.icc_profile = image.info.get("icc_profile")
+                image.load()
+        except UnidentifiedImageError:
+            raise CodecError(f"{path}: {_unreadable(path)}") from None
+        except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError,
+                struct.error) as exc:  # how Pillow's decoders report damaged data
+            _raise_if_path_problem(path, exc, "an image")
+            raise CodecError(f"{path}: {_DAMAGED} ({exc})") from None
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = was
+        self.key_space = 256 ** len(self.mode) if len(self.mode) <= 3 else 0  # see _lookup
+        self.stored_shape = image.size[::-1] + ((len(self.mode),) if len(self.mode) > 1 else ())
+        self.shape = self.upright(np.empty(self.stored_shape, dtype=np.uint8)).shape
+        if self.orientation in _ORIENTATIONS and notes is not None:
+            notes.append(f"{path} was turned upright per its EXIF orientation {self.orientation}: "
+                         f"stored as {image.width}x{image.height}, "
+                         f"read as {self.shape[1]}x{self.shape[0]}")
+
+    def keys(self, progress=lambda done: None):
+        """Yield ``(start, keys)``: a strip's first pixel (row-major, as stored), its pixels' keys.
+
+        The pixels converted as :func:`read_image` describes, then packed by
+        Pillow into integers as :func:`_keys` packs them, shape (n,); ``progress``
+        is called with the fraction of rows done before each strip.
+        """
+        (width, height), (raw, dtype) = self.image.size, _PACKED[self.mode]
+        step = max(1, STRIP_PIXELS // width)
+        for top in range(0, height, step):
+            progress(top / height)
+            strip = self.image.crop((0, top, width, min(top + step, height)))
+            if self.sixteen_bit:
+                strip = Image.fromarray(np.rint(np.asarray(strip) / 257.0).astype(np.uint8))
+            yield top * width, np.frombuffer(strip.convert(self.mode).tobytes("raw", raw), dtype)
+
+    def pixels(self):
+        """The pixels as stored (before the EXIF orientation), uint8 of shape ``stored_shape``."""
+        stored = [_colours_of(keys, len(self.mode)) for _, keys in self.keys()]
+        return np.concatenate(stored).reshape(self.stored_shape)
+
+    def upright(self, array):
+        """``array``, of the stored image's height and width first, turned upright (a view)."""
+        rows, columns, transposed = _ORIENTATIONS.get(self.orientation, (1, 1, 0))
+        return array[::rows, ::columns].swapaxes(0, transposed)  # swapaxes(0, 0) changes nothing
 
 
 def _open_image(path):
@@ -117,29 +182,6 @@ def _open_image(path):
     return pillow_heif.open_heif(path, convert_hdr_to_8bit=True).to_pillow()
 
 
-def _upright_pixels(path, image, notes):
-    """The pixels of an open image, upright per its EXIF orientation (with a note)."""
-    width, height = image.size
-    if width * height > max_pixels():  # Pillow itself only warns below twice its limit
-        raise CodecError(f"{path}: {_too_many_pixels(width * height)}")
-    orientation = image.getexif().get(0x0112)  # the EXIF Orientation tag
-    image.load()
-    # Pillow before 10.3 opens a 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
-    sixteen_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
-    if orientation in range(2, 9):
-        image = ImageOps.exif_transpose(image)
-        notes.append(f"{path} was turned upright per its EXIF orientation {orientation}: "
-                     f"stored as {width}x{height}, read as {image.width}x{image.height}")
-    if sixteen_bit:
-        return np.rint(np.asarray(image) / 257.0).astype(np.uint8)
-    if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
-        return np.asarray(image.convert("RGBA"))
-    if image.mode in ("L", "LA", "RGB", "RGBA"):
-        return np.asarray(image)
-    # Pillow's conversion of 32-bit grey ("I", "F") to "L" clips to 0..255.
-    return np.asarray(image.convert("L" if image.mode in ("1", "I", "F") else "RGB"))
-
-
 def _unreadable(path):
     """Why Pillow's raster formats do not read ``path``: another format, or none."""
     try:
@@ -153,15 +195,46 @@ def _unreadable(path):
             "(and HEIC with pillow-heif): convert it to PNG first")
 
 
-def max_pixels():
-    """The most pixels an image may have: Pillow's decompression-bomb limit (or its default)."""
-    return Image.MAX_IMAGE_PIXELS or 89_478_485
+# ---------------------------------------------------------------- memory
+
+# What hw2 needs beside the per-pixel arrays: colour tables (96 MB for RGB), a strip's
+# temporary arrays, the fit on the distinct colours (bench/results.md, "Memory").
+FIXED_MEMORY = 200 << 20
 
 
-def _too_many_pixels(n_pixels):
-    """The message for an image beyond the pixel limit."""
-    return (f"{f'{n_pixels:,} pixels is' if n_pixels else 'the image is'} more than the limit "
-            f"of {max_pixels():,} pixels (Pillow's guard against decompression bombs)")
+def memory_available():
+    """Bytes this process can still allocate, as far as the system tells.
+
+    The least of the physical memory available (Linux's MemAvailable) and the
+    room left under ``RLIMIT_AS`` and ``RLIMIT_DATA`` (``ulimit -v``, ``-d``)
+    where set; 8 GiB where the system tells none of them.
+    """
+    found = [_proc_bytes("/proc/meminfo", "MemAvailable")]
+    with contextlib.suppress(ImportError):  # Windows has no resource module
+        from resource import RLIM_INFINITY, RLIMIT_AS, RLIMIT_DATA, getrlimit
+        found += [getrlimit(limit)[0] - (_proc_bytes("/proc/self/status", used) or 0)
+                  for limit, used in ((RLIMIT_AS, "VmSize"), (RLIMIT_DATA, "VmData"))
+                  if getrlimit(limit)[0] != RLIM_INFINITY]
+    return min((n for n in found if n is not None), default=8 << 30)  # docs/images.md
+
+
+def _proc_bytes(path, key):
+    """The value of a ``key:  N kB`` line of a /proc file, in bytes; None without one."""
+    with contextlib.suppress(OSError, StopIteration, ValueError, IndexError), open(path) as lines:
+        return next(int(line.split()[1]) << 10 for line in lines if line.startswith(key + ":"))
+
+
+def check_memory(path, size, bytes_per_pixel, task):
+    """Refuse (CodecError) an image of ``size`` (W, H) that would not fit in memory.
+
+    Needed: pixels times ``bytes_per_pixel``, plus ``FIXED_MEMORY``; there is
+    :func:`memory_available`.
+    """
+    needed, available = size[0] * size[1] * bytes_per_pixel + FIXED_MEMORY, memory_available()
+    if needed > available:
+        raise CodecError(f"{path}: {size[0]}x{size[1]} pixels need about {needed >> 20:,} MB "
+                         f"{task}, and {max(available, 0) >> 20:,} MB is available; close other "
+                         "programs, raise the limit (ulimit -v) or use a smaller image")
 
 
 # ---------------------------------------------------------------- colour profiles
@@ -171,21 +244,14 @@ def _too_many_pixels(n_pixels):
 PROFILE_TAG = b"hw2-icc-profile:"
 
 
-def profile_comment(path, img_shape, notes):
-    """The zip comment carrying the ICC profile of the image at ``path`` (b"" for none).
+def profile_comment(path, profile, img_shape, notes):
+    """The zip comment carrying ``profile``, the image ``path``'s ICC profile (b"" for none).
 
     ``img_shape`` is that of the pixels read.  Not carried: an sRGB profile (no
     colour moves a level); with a note, one littleCMS cannot use, one of another
     space than the values (CMYK: Pillow's ``convert`` ignores it, and the codebook
     holds what ``convert`` gives), or one too large for the comment's 65,535 bytes.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd metadata Pillow ignores, as in read_image
-        try:
-            with _open_image(path) as image:  # reads the header, where the profile is
-                profile = image.info.get("icc_profile")
-        except Exception:  # read_image read the file: a profile past Pillow's PNG limits
-            profile = b"?"
     if not profile:
         return b""
     space = _profile_space(profile)
@@ -233,10 +299,9 @@ def to_srgb(colours, profile):
 def distinct_colours(pixels):
     """The distinct rows of a pixel array, how often each occurs, and where.
 
-    Each pixel is packed into one integer key, its bytes side by side.  When
-    the key space is small enough (up to three channels) the keys present
-    are marked in a table and a lookup table maps each pixel back to its
-    colour (linear time); otherwise the keys are sorted (``np.unique``).
+    Each pixel is packed into one integer key, its bytes side by side, and
+    the keys are sorted (``np.unique``).  :func:`count_colours` and
+    :func:`assign_labels` give the same from an image read strip by strip.
 
     Parameters
     ----------
@@ -251,70 +316,75 @@ def distinct_colours(pixels):
     inverse : ndarray of shape (n_pixels,)
         Index into ``colours`` of each pixel: ``colours[inverse] == pixels``.
     """
-    n_pixels, n_channels = pixels.shape
-    keys = pixels[:, 0].astype(np.int32 if n_channels <= 3 else np.int64)
-    for c in range(1, n_channels):
-        keys <<= 8
-        keys |= pixels[:, c]
-    space = 256 ** n_channels
-    if space <= min(_BINCOUNT_LIMIT, 8 * n_pixels + _BINCOUNT_FLOOR):
-        present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
-        for rows in _row_blocks(n_pixels):
-            present[keys[rows]] = True
-        used = np.flatnonzero(present)
-        del present
-        lookup = np.zeros(space, dtype=np.int32)
-        lookup[used] = np.arange(len(used), dtype=np.int32)
-        inverse = take(lookup, keys)
-        del lookup
-        counts = np.zeros(len(used), dtype=np.int64)
-        for rows in _row_blocks(n_pixels):
-            counts += np.bincount(inverse[rows], minlength=len(used))
-    else:
-        used, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    shifts = 8 * np.arange(n_channels - 1, -1, -1)
-    return (used[:, None] >> shifts & 255).astype(np.uint8), counts, inverse.reshape(-1)
+    used, inverse, counts = np.unique(_keys(pixels), return_inverse=True, return_counts=True)
+    return _colours_of(used, pixels.shape[-1]), counts, inverse.reshape(-1)
 
 
-# Largest key space handled with tables: 2**24 keys (3 bytes) take a 16 MiB presence
-# table and a 64 MiB lookup table; and only when it is not much larger than the image:
-# sorting a small image's keys is faster than sweeping tables of 16 million entries.
-_BINCOUNT_LIMIT = 1 << 24
-_BINCOUNT_FLOOR = 1 << 16
+def count_colours(reader, progress=lambda done: None):
+    """:func:`distinct_colours`' colours and counts, from an :class:`ImageReader`'s strips.
 
-
-def take(table, index):
-    """``table[index]`` for a long integer ``index``, block by block.
-
-    NumPy turns a narrow index into a 64-bit one before gathering; in blocks,
-    that copy stays small however many pixels there are.
-
-    Parameters
-    ----------
-    table : ndarray of shape (n_entries,)
-    index : ndarray of shape (n,), integers in ``range(n_entries)``
-
-    Returns
-    -------
-    ndarray of shape (n,), of ``table``'s type
+    No array of a value a pixel: one read finds the keys present (marked in a
+    table when the key space is small enough, else each strip's sorted), a
+    second counts them.  ``progress`` gets the fraction done.
     """
-    out = np.empty(len(index), dtype=table.dtype)
-    for rows in _row_blocks(len(index)):
-        out[rows] = table[index[rows]]
-    return out
+    space, first_half = reader.key_space, lambda done: progress(done / 2)
+    if space:
+        present = np.zeros(space, dtype=bool)  # 1 byte a key, where counts would take 8
+        for _, keys in reader.keys(first_half):
+            present[keys] = True
+        used = np.flatnonzero(present)
+    else:
+        used = np.unique(np.concatenate([np.unique(keys) for _, keys in reader.keys(first_half)]))
+    index, counts = _lookup(space, used, np.arange(len(used))), np.zeros(len(used), np.int64)
+    for _, keys in reader.keys(lambda done: progress(0.5 + done / 2)):
+        counts += np.bincount(index(keys), minlength=len(used))
+    return _colours_of(used, len(reader.mode)), counts
 
 
-def _row_blocks(n_rows, block=1 << 21):
-    """Slices of at most ``block`` rows covering ``range(n_rows)``."""
-    return [slice(start, start + block) for start in range(0, n_rows, block)]
+def assign_labels(reader, colours, labels, progress=lambda done: None):
+    """The label of each pixel's colour, upright; closes ``reader`` (its strips read once).
+
+    ``labels[c]`` is the label of ``colours[c]`` (from :func:`count_colours`);
+    returns ``labels[inverse]`` with :func:`distinct_colours`' inverse, shape (H * W,).
+    """
+    label_of = _lookup(reader.key_space, _keys(colours), labels)
+    assignments = np.empty(reader.stored_shape[0] * reader.stored_shape[1], dtype=labels.dtype)
+    for start, keys in reader.keys(progress):
+        assignments[start:start + len(keys)] = label_of(keys)
+    reader.image.close()  # before turning upright: the only copy that may be made
+    return reader.upright(assignments.reshape(reader.stored_shape[:2])).reshape(-1)
+
+
+def _lookup(space, keys, values):
+    """A function from any of the sorted ``keys`` to the value at its place in ``values``.
+
+    A table of ``space`` entries indexed by key, or a binary search when ``space`` is 0
+    (four channels).  2**24 keys take a 16 MiB presence table and a 64 MiB index table:
+    on a 0.3 MP photo, still faster than sorting its keys (bench/results.md, "Memory").
+    """
+    if not space:
+        return lambda found: values[np.searchsorted(keys, found)]
+    table = np.zeros(space, dtype=np.int32 if values.dtype.itemsize > 4 else values.dtype)
+    table[keys] = values
+    return table.__getitem__
+
+
+def _keys(pixels):
+    """Each pixel of ``pixels`` (uint8, (n, C)) packed into one integer, the first channel highest.
+
+    int64 keys of shape (n,).
+    """
+    return pixels.astype(np.int64) @ 256 ** np.arange(pixels.shape[1] - 1, -1, -1)
+
+
+def _colours_of(keys, n_channels):
+    """The colours, uint8 of shape (n, n_channels), that ``keys`` pack (:func:`_keys`)."""
+    return (keys[:, None] >> 8 * np.arange(n_channels - 1, -1, -1) & 255).astype(np.uint8)
 
 
 def label_dtype(n_clusters):
     """The narrowest unsigned integer type that holds ``n_clusters - 1``."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if n_clusters - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)
+    return np.min_scalar_type(n_clusters - 1)
 
 
 def reconstruction_error(colours, counts, means, labels):
@@ -373,8 +443,8 @@ def read_codebook(path):
 
     First, with nothing but headers inflated: each member's ``.npy`` header
     must declare a plain dtype and a shape whose size is the member's size in
-    the zip directory, ``img_shape`` an image within :func:`max_pixels`, and
-    the other two must fit it.  So a damaged or hostile file (an object
+    the zip directory, the other two must fit ``img_shape``, and decoding it
+    must fit in memory (:func:`check_memory`).  So a damaged or hostile file (an object
     array, a zip bomb, an absurd header or shape) costs no memory.  Codebooks
     of other programs are read when ``means[assignments].reshape(img_shape)``
     is an image: integer labels of any width and shape, float or integer
@@ -469,9 +539,6 @@ def _checked_img_shape(path, img_shape):
     shape = tuple(int(n) for n in img_shape)
     if min(shape) < 1:
         raise CodecError(f"{path}: img_shape {shape} has a size below 1")
-    if shape[0] * shape[1] > max_pixels():
-        raise CodecError(f"{path}: img_shape {shape} is {shape[0] * shape[1]:,} pixels, more "
-                         f"than the limit of {max_pixels():,} (Pillow's decompression-bomb guard)")
     if len(shape) == 3 and shape[2] > 4:
         raise CodecError(f"{path}: img_shape {shape} has {shape[2]} channels; an image has 1 to 4")
     return shape
@@ -496,6 +563,7 @@ def _check_array_headers(path, assignments, means, img_shape):
     if n_channels != (img_shape[2] if len(img_shape) == 3 else 1):
         raise CodecError(f"{path}: img_shape {img_shape} does not match means of shape "
                          f"{means_shape} ({n_channels} channel(s) per mean)")
+    check_memory(path, img_shape[1::-1], labels_type.itemsize + DECODE_BYTES, "to decompress")
 
 
 def _checked_means(path, assignments, means):
@@ -545,6 +613,11 @@ PALETTE_FORMATS = ("BMP", "TIFF")
 PALETTE_SAVE_OPTIONS = {"PNG": {"compress_level": 7}}
 
 
+# Bytes a pixel of decoding, beside the assignments: the image in Pillow (4 bytes a pixel
+# for colour) and the encoded file, held in memory until written (bench/results.md, "Memory").
+DECODE_BYTES = 5
+
+
 def decode(assignments, means, img_shape):
     """Rebuild the image: ``clip(rint(means[assignments]))`` as uint8.
 
@@ -563,8 +636,30 @@ def decode(assignments, means, img_shape):
     return pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
 
 
-def dithered_assignments(image, means):
-    """The mean of each pixel, chosen by Floyd-Steinberg error diffusion (Pillow's, in C).
+def decoded_image(assignments, means, img_shape, progress=lambda done: None):
+    """:func:`decode`'s pixels as a Pillow image, decoded a strip of rows at a time.
+
+    No full decoded array is made beside the image; ``progress`` gets the
+    fraction of rows done.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode L, LA, RGB or RGBA, ``img_shape[1]`` wide and ``img_shape[0]`` high.
+    """
+    (height, width), channels = img_shape[:2], tuple(img_shape[2:])
+    assignments = np.reshape(assignments, -1)  # a foreign codebook's may have any shape
+    image = Image.new(("L", "LA", "RGB", "RGBA")[(channels or (1,))[0] - 1], (width, height))
+    step = max(1, STRIP_PIXELS // width)
+    for top in range(0, height, step):
+        progress(top / height)
+        rows = decode(assignments[top * width:(top + step) * width], means, (-1, width) + channels)
+        image.paste(Image.fromarray(rows), (0, top))
+    return image
+
+
+def dither(reader, means):
+    """Each pixel's mean chosen by Floyd-Steinberg error diffusion (Pillow's, in C), and the error.
 
     Pixels are taken row by row; each gets the mean nearest to its colour plus
     the error carried to it, and passes on its own error (that sum minus its
@@ -573,25 +668,36 @@ def dithered_assignments(image, means):
     means as :func:`decode` rounds them, and finds the nearest for the colour
     with its two low bits cleared (a 64x64x64 lookup table): a pixel up to about
     10 levels from a tie between two means may get the second nearest
-    (bench/dither.md measures how often).
+    (bench/dither.md measures how often).  Closes ``reader``.
 
     Parameters
     ----------
-    image : PIL.Image.Image, mode "RGB" or "L"
-    means : ndarray of shape (n_clusters, 3), or (n_clusters, 1) for "L"; n_clusters <= 256
+    reader : ImageReader
+        Of an RGB or grey image ("RGB" or "L" mode).
+    means : ndarray of shape (n_clusters, 3), or (n_clusters, 1) for grey; n_clusters <= 256
 
     Returns
     -------
-    ndarray of shape (H * W,), uint8
+    assignments : ndarray of shape (H * W,), uint8, upright
+    error : float
+        The mean Euclidean distance between each pixel and its assigned mean.
     """
     # All 256 palette entries are means (entry j copies mean j % k): Pillow may hold a short
     # palette padded with black, and would then choose black.
     copies = np.resize(np.arange(len(means), dtype=np.uint8), 256)
     palette = Image.new("P", (1, 1))
     palette.putpalette(np.broadcast_to(decode(copies, means, (256, -1)), (256, 3)).tobytes())
+    image = reader.image if reader.image.mode == reader.mode else Image.fromarray(reader.pixels())
     indices = (image if image.mode == "RGB" else image.convert("RGB")).quantize(
         palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
-    return copies[np.asarray(indices).reshape(-1)]
+    assignments, total = copies[np.asarray(indices).reshape(-1)], 0.0
+    for start, keys in reader.keys():  # the error a strip at a time, as the pixels are stored
+        strip = assignments[start:start + len(keys)]
+        total += reconstruction_error(_colours_of(keys, len(reader.mode)), np.ones(len(keys)),
+                                      means, strip) * len(keys)
+    reader.image.close()
+    return reader.upright(assignments.reshape(reader.stored_shape[:2])).reshape(-1), \
+        total / len(assignments)
 
 
 def output_colours(path, fmt, means, notes):
@@ -701,7 +807,7 @@ def write_image(path, pixels, indexed=None, icc_profile=None):
     Parameters
     ----------
     path : str
-    pixels : ndarray of shape (H, W) or (H, W, C), uint8
+    pixels : ndarray of shape (H, W) or (H, W, C), uint8, or PIL.Image.Image
     indexed : PIL.Image.Image, optional
         The same pixels as a palette image (:func:`indexed_image`), written instead.
     icc_profile : bytes, optional
@@ -714,7 +820,8 @@ def write_image(path, pixels, indexed=None, icc_profile=None):
     """
     fmt, modes, max_side, options = _output_for(path)
     modes = modes.split()
-    image = Image.fromarray(pixels) if indexed is None else indexed
+    image = indexed if indexed is not None else (
+        pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels))
     if max_side and max(image.size) > max_side:
         raise CodecError(f"{path}: {fmt} holds at most {max_side:,} pixels a side, this image "
                          f"is {image.width}x{image.height}; use .png or .tif")
@@ -778,7 +885,7 @@ def _encode(path, image, fmt, options):
         np.empty(32 * image.width * image.height, np.uint8)
         raise CodecError(f"{path}: Pillow cannot write this {image.width}x{image.height} "
                          f"{image.mode} image as {fmt} ({exc})") from None
-    return buffer.getvalue()
+    return buffer.getbuffer()  # no copy of what may be gigabytes
 
 
 # ---------------------------------------------------------------- files

@@ -161,7 +161,6 @@ def compress(args, report):
     """Cluster the colours of ``args.compress`` and write the codebook to ``args.output``."""
     import contextlib
     import numpy as np
-    from PIL import Image
     import codec
     codec.check_output_path(args.output, input_path=args.compress)
     report.progress(f"reading {args.compress}")
@@ -169,36 +168,34 @@ def compress(args, report):
     with contextlib.suppress(codec.CodecError):  # an image's extension on the codebook
         notes.append(f"{args.output} holds an npz codebook, not a {codec.image_format_for(args.output)}"
                      f" image, whatever its extension; --decompress it to see the image")
-    pixels = codec.read_image(args.compress, notes=notes)
-    # Its size and colour profile now: the input may be moved while fitting.
+    # Pillow's decoded image is the only full-size copy until the assignments replace it.
+    reader = codec.ImageReader(args.compress, notes, codec.label_dtype(args.clusters).itemsize)
+    # Its size now: the input may be moved while fitting.
     in_size = os.path.getsize(args.compress)
-    shape = pixels.shape
-    if args.dither and (args.clusters > 256 or pixels.ndim == 3 and shape[2] in (2, 4)):
+    if args.dither and (args.clusters > 256 or len(reader.mode) in (2, 4)):
         raise codec.CodecError(f"{args.compress}: --dither works without alpha, to 256 clusters")
-    comment = codec.profile_comment(args.compress, shape, notes)
+    comment = codec.profile_comment(args.compress, reader.icc_profile, reader.shape, notes)
     for note in notes:
         report.say(f"hw2: note: {note}")
-    report.progress("counting colours")
-    colours, counts, inverse = codec.distinct_colours(pixels.reshape(shape[0] * shape[1], -1))
-    pixels = pixels if args.dither else None  # freed before the fit unless dithering
+    colours, counts = codec.count_colours(reader, report.steps("counting colours"))
     means, labels, fit = fit_colours(colours, counts, args, report)
-    report.progress(f"writing {args.output}")
-    assignments = codec.take(labels.astype(codec.label_dtype(len(means))), inverse)
-    del inverse
-    error = codec.reconstruction_error(colours, counts, means, labels)
-    if args.dither and fit:  # (colours kept exactly have no error to diffuse: they stay exact)
-        assignments = labels = codec.dithered_assignments(Image.fromarray(pixels), means)
-        # The error pixel by pixel, in 64 parts to keep the float copies small.
-        parts = zip(np.array_split(pixels.reshape(len(labels), -1), 64), np.array_split(labels, 64))
-        error = sum(np.linalg.norm(p - means[a], axis=1).sum() for p, a in parts) / len(labels)
-    codec.write_codebook(args.output, assignments, means, shape, comment)
+    dithered = bool(args.dither and fit)  # colours kept exactly have no error to diffuse
+    if dithered:
+        report.progress(f"dithering, writing {args.output}")
+        assignments, error = codec.dither(reader, means)
+        labels = np.unique(assignments)  # the clusters in use
+    else:
+        assignments = codec.assign_labels(reader, colours, labels.astype(
+            codec.label_dtype(len(means))), report.steps(f"writing {args.output}"))
+        error = codec.reconstruction_error(colours, counts, means, labels)
+    codec.write_codebook(args.output, assignments, means, reader.shape, comment)
     report.written = args.output
     report.result(f"Reconstruction error is {error}")
     size = os.path.getsize(args.output)
     how = plural(fit.n_iter, "iteration") + ", converged" * fit.converged if fit else "lossless"
     report.say(f"hw2: wrote {args.output}, {size:,} bytes ({size / in_size:.0%} of the input); "
                f"{args.model}, {plural(int(np.count_nonzero(np.bincount(labels))), 'cluster')} used, "
-               f"{how}{', dithered' * args.dither}; {time.monotonic() - report.started:.2f} s")
+               f"{how}{', dithered' * dithered}; {time.monotonic() - report.started:.2f} s")
 
 
 def fit_colours(colours, counts, args, report):
@@ -234,16 +231,19 @@ def decompress(args, report):
     assignments, means, img_shape = codec.read_codebook(args.decompress)
     notes = []
     icc_profile, means = codec.output_colours(args.decompress, fmt, means, notes)
-    report.progress(f"writing {args.output}")
-    pixels = codec.decode(assignments, means, img_shape)
     palette_formats = codec.PALETTE_FORMATS + ("PNG",) * args.indexed
     indexed = codec.indexed_image(assignments, means, img_shape, fmt, palette_formats)
-    if codec.write_image(args.output, pixels, indexed, icc_profile) and pixels[..., -1].min() < 255:
+    image = indexed if indexed is not None else codec.decoded_image(
+        assignments, means, img_shape, report.steps(f"decoding {args.decompress}"))
+    del assignments  # before encoding, which holds the image and the encoded file
+    report.progress(f"writing {args.output}")
+    if codec.write_image(args.output, image, indexed, icc_profile) and \
+            image.getextrema()[-1][0] < 255:  # the alpha channel's least value
         notes.append(f"{args.output}'s format has no transparency; composited on white")
     report.written = args.output
     for note in notes:
         report.say(f"hw2: note: {note}")
-    report.say(f"hw2: wrote {args.output}: {pixels.shape[1]}x{pixels.shape[0]} "
+    report.say(f"hw2: wrote {args.output}: {image.width}x{image.height} "
                f"{'indexed ' * (indexed is not None)}{fmt} image from "
                f"{plural(len(means), 'colour')}, {os.path.getsize(args.output):,} bytes")
 
@@ -288,6 +288,11 @@ class Reporter:
         elif self.columns and not (throttle and time.monotonic() - (self.drawn_at or 0) < 0.1):
             _emit(sys.stderr, "\r\033[K" + printable(text)[:self.columns - 1])
             self.drawn_at = time.monotonic()
+
+    def steps(self, text):
+        """Say a step starts; return a callback for its passes: ``text, 40%`` (live line only)."""
+        self.progress(text)
+        return lambda done: done and not self.verbose and self.progress(f"{text}, {done:.0%}", True)
 
     def callback(self, model):
         """A progress callback for the fits; None when nothing shows (it costs them time)."""

@@ -98,7 +98,7 @@ def test_same_seed_gives_the_same_dithered_codebook(tmp_path):
 def test_without_the_flag_each_pixel_keeps_its_nearest_mean(tmp_path, monkeypatch):
     def refuse(*args):
         raise AssertionError("dithered without --dither")
-    monkeypatch.setattr(codec, "dithered_assignments", refuse)
+    monkeypatch.setattr(codec, "dither", refuse)
     pixels = save_ramp(tmp_path / "ramp.png", "RGB").reshape(-1, 3).astype(np.float64)
     error, book, err = compress(tmp_path / "ramp.png", tmp_path / "c.npz", "--clusters", 5)
     distances = np.linalg.norm(pixels[:, None] - book["means"][None], axis=2)
@@ -126,17 +126,23 @@ def test_more_than_256_clusters_are_refused_in_one_line(tmp_path, photo):
     assert not out.exists()
 
 
-def test_a_padding_entry_is_never_chosen():
+def dithered(image, means, tmp_path):
+    """codec.dither's assignments for ``image``, read back from a PNG file."""
+    image.save(tmp_path / "image.png")
+    return codec.dither(codec.ImageReader(str(tmp_path / "image.png")), means)[0]
+
+
+def test_a_padding_entry_is_never_chosen(tmp_path):
     # Pillow holds 256 palette entries; black ones would be the nearest to a black image.
     # The nearest of these three means to black is the grey; its error (black minus grey)
     # only pushes the next pixels further below 0, so every pixel takes the grey.
     means = np.array([[250.0, 250.0, 250.0], [90.0, 90.0, 90.0], [250.0, 40.0, 40.0]])
     black = Image.new("RGB", (16, 8))
-    assert np.array_equal(codec.dithered_assignments(black, means), np.ones(16 * 8))
+    assert np.array_equal(dithered(black, means, tmp_path), np.ones(16 * 8))
 
 
 @pytest.mark.parametrize("mode, n_means", [("RGB", 256), ("RGB", 5), ("L", 6)])
-def test_pixels_equal_to_a_mean_keep_it(mode, n_means):
+def test_pixels_equal_to_a_mean_keep_it(mode, n_means, tmp_path):
     # No pixel differs from its mean, so there is no error to diffuse.  The means lie
     # at least 40 levels apart, far beyond the 4 levels of Pillow's lookup table.
     levels = np.arange(0, 256, 42, dtype=np.float64)  # 7 levels, 343 colours
@@ -145,4 +151,4 @@ def test_pixels_equal_to_a_mean_keep_it(mode, n_means):
     labels = np.random.default_rng(0).integers(0, n_means, size=(24, 40))
     image = Image.fromarray(means[labels].astype(np.uint8).squeeze(axis=-1 if mode == "L" else ()))
     assert image.mode == mode
-    assert np.array_equal(codec.dithered_assignments(image, means), labels.reshape(-1))
+    assert np.array_equal(dithered(image, means, tmp_path), labels.reshape(-1))
