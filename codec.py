@@ -117,7 +117,7 @@ class ImageReader:
                 self.sixteen_bit = image.mode[:4] == "I;16" or image.mode + image.format == "IPNG"
                 self.mode = ("L" if self.sixteen_bit or image.mode in ("1", "I", "F") else "RGBA"
                              if image.mode + ("T" * ("transparency" in image.info)) in ("PA", "PT")
-                             else image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else "RGB")
+                             else image.mode if image.mode in "L LA RGB RGBA".split() else "RGB")
                 stored = 1 if image.mode in ("1", "L", "P") else 2 if self.sixteen_bit else 4
                 check_memory(path, image.size, stored + label_bytes, "to compress")
                 self.orientation = image.getexif().get(0x0112)  # the EXIF Orientation tag
@@ -658,7 +658,7 @@ def decoded_image(assignments, means, img_shape, progress=lambda done: None):
     return image
 
 
-def dither(reader, means):
+def dither(reader, means, progress=lambda done: None):
     """Each pixel's mean chosen by Floyd-Steinberg error diffusion (Pillow's, in C), and the error.
 
     Pixels are taken row by row; each gets the mean nearest to its colour plus
@@ -668,7 +668,8 @@ def dither(reader, means):
     means as :func:`decode` rounds them, and finds the nearest for the colour
     with its two low bits cleared (a 64x64x64 lookup table): a pixel up to about
     10 levels from a tie between two means may get the second nearest
-    (bench/dither.md measures how often).  Closes ``reader``.
+    (bench/dither.md measures how often).  Closes ``reader``; ``progress`` gets
+    the fraction of the error computed.
 
     Parameters
     ----------
@@ -687,14 +688,13 @@ def dither(reader, means):
     copies = np.resize(np.arange(len(means), dtype=np.uint8), 256)
     palette = Image.new("P", (1, 1))
     palette.putpalette(np.broadcast_to(decode(copies, means, (256, -1)), (256, 3)).tobytes())
-    image = reader.image if reader.image.mode == reader.mode else Image.fromarray(reader.pixels())
-    indices = (image if image.mode == "RGB" else image.convert("RGB")).quantize(
-        palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+    image = reader.image if reader.image.mode == "RGB" else \
+        Image.fromarray(reader.pixels()).convert("RGB")  # grey too: the palette is RGB
+    indices = image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
     assignments, total = copies[np.asarray(indices).reshape(-1)], 0.0
-    for start, keys in reader.keys():  # the error a strip at a time, as the pixels are stored
-        strip = assignments[start:start + len(keys)]
-        total += reconstruction_error(_colours_of(keys, len(reader.mode)), np.ones(len(keys)),
-                                      means, strip) * len(keys)
+    for start, keys in reader.keys(progress):  # the error a strip at a time, as stored
+        total += len(keys) * reconstruction_error(_colours_of(keys, len(reader.mode)), np.ones(
+            len(keys)), means, assignments[start:start + len(keys)])
     reader.image.close()
     return reader.upright(assignments.reshape(reader.stored_shape[:2])).reshape(-1), \
         total / len(assignments)
@@ -766,15 +766,11 @@ _OUTPUTS = {
     ".tif": ("TIFF", "L LA RGB RGBA P I;16", 0, {}),
     ".webp": ("WEBP", "RGB RGBA", 16_383, {"lossless": True, "exact": True}),
     ".gif": ("GIF", "L RGB P", 0, {}),  # RGB through Pillow's quantizer: 256 colours
-    ".bmp": ("BMP", "L RGB P", 0, {}),
-    ".jpg": _JPEG, ".jpeg": _JPEG,
-    ".mpo": ("MPO",) + _JPEG[1:],
-    ".pdf": ("PDF",) + _JPEG[1:],  # stored as JPEG
-    ".jp2": ("JPEG2000", "L LA RGB RGBA", 0, {}),
-    ".tga": ("TGA", "L LA RGB RGBA", 0, {}),
+    ".bmp": ("BMP", "L RGB P", 0, {}), ".jpg": _JPEG, ".jpeg": _JPEG,
+    ".mpo": ("MPO",) + _JPEG[1:], ".pdf": ("PDF",) + _JPEG[1:],  # PDF: stored as JPEG
+    ".jp2": ("JPEG2000", "L LA RGB RGBA", 0, {}), ".tga": ("TGA", "L LA RGB RGBA", 0, {}),
     ".ico": ("ICO", "L LA RGB RGBA", 256, {}),
-    ".ppm": ("PPM", "L RGB", 0, {}),
-    ".pgm": ("PPM", "L", 0, {}),
+    ".ppm": ("PPM", "L RGB", 0, {}), ".pgm": ("PPM", "L", 0, {}),
     ".pcx": ("PCX", "L RGB", 0, {}),
 }
 _OUTPUTS[".tiff"] = _OUTPUTS[".tif"]
@@ -797,8 +793,8 @@ def _output_for(path):
                      + f" (use {', '.join(sorted(_OUTPUTS))})")
 
 
-def write_image(path, pixels, indexed=None, icc_profile=None):
-    """Write pixels to ``path`` in the format its extension names (see ``_OUTPUTS``).
+def write_image(path, image, icc_profile=None):
+    """Write an image to ``path`` in the format its extension names (see ``_OUTPUTS``).
 
     Refused before anything is written: a size the format cannot hold, and
     colour to ``.pgm``.  The image is encoded in memory (so no encoder meets a
@@ -807,9 +803,8 @@ def write_image(path, pixels, indexed=None, icc_profile=None):
     Parameters
     ----------
     path : str
-    pixels : ndarray of shape (H, W) or (H, W, C), uint8, or PIL.Image.Image
-    indexed : PIL.Image.Image, optional
-        The same pixels as a palette image (:func:`indexed_image`), written instead.
+    image : PIL.Image.Image
+        Mode L, LA, RGB, RGBA, or P (:func:`indexed_image`: written as a palette image).
     icc_profile : bytes, optional
         A colour profile to embed (:func:`output_colours`).
 
@@ -820,8 +815,8 @@ def write_image(path, pixels, indexed=None, icc_profile=None):
     """
     fmt, modes, max_side, options = _output_for(path)
     modes = modes.split()
-    image = indexed if indexed is not None else (
-        pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels))
+    if image.mode == "P":
+        options = dict(options, **PALETTE_SAVE_OPTIONS.get(fmt, {}))
     if max_side and max(image.size) > max_side:
         raise CodecError(f"{path}: {fmt} holds at most {max_side:,} pixels a side, this image "
                          f"is {image.width}x{image.height}; use .png or .tif")
@@ -841,8 +836,6 @@ def write_image(path, pixels, indexed=None, icc_profile=None):
     if image.mode not in modes:
         raise CodecError(f"{path}: a .pgm file holds grey images only, this one is "
                          f"{image.mode}; use .ppm or .png")
-    if indexed is not None:
-        options.update(PALETTE_SAVE_OPTIONS.get(fmt, {}))
     if icc_profile is not None:
         options["icc_profile"] = icc_profile
     encoded = _encode(path, image, fmt, options)
@@ -983,8 +976,8 @@ def _check_input_path(path, what):
 
 
 _PATH_PROBLEMS = {
-    errno.ENOENT: "no such file", errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
+    errno.ENOENT: "no such file",
+    errno.EACCES: "permission denied", errno.EPERM: "permission denied",
     errno.ENOTDIR: "not a directory: a part of the path is a file, not a folder",
     errno.ELOOP: "too many levels of symbolic links (a link that leads back to itself)",
     errno.ENAMETOOLONG: "file name too long (at most 255 bytes a name and 4096 bytes a path)",

@@ -166,8 +166,9 @@ def compress(args, report):
     report.progress(f"reading {args.compress}")
     notes = []
     with contextlib.suppress(codec.CodecError):  # an image's extension on the codebook
-        notes.append(f"{args.output} holds an npz codebook, not a {codec.image_format_for(args.output)}"
-                     f" image, whatever its extension; --decompress it to see the image")
+        notes.append(f"{args.output} holds an npz codebook, not a "
+                     f"{codec.image_format_for(args.output)} image, whatever its extension; "
+                     "--decompress it to see the image")
     # Pillow's decoded image is the only full-size copy until the assignments replace it.
     reader = codec.ImageReader(args.compress, notes, codec.label_dtype(args.clusters).itemsize)
     # Its size now: the input may be moved while fitting.
@@ -181,8 +182,7 @@ def compress(args, report):
     means, labels, fit = fit_colours(colours, counts, args, report)
     dithered = bool(args.dither and fit)  # colours kept exactly have no error to diffuse
     if dithered:
-        report.progress(f"dithering, writing {args.output}")
-        assignments, error = codec.dither(reader, means)
+        assignments, error = codec.dither(reader, means, report.steps(f"dithering {args.output}"))
         labels = np.unique(assignments)  # the clusters in use
     else:
         assignments = codec.assign_labels(reader, colours, labels.astype(
@@ -193,9 +193,10 @@ def compress(args, report):
     report.result(f"Reconstruction error is {error}")
     size = os.path.getsize(args.output)
     how = plural(fit.n_iter, "iteration") + ", converged" * fit.converged if fit else "lossless"
+    used = plural(np.count_nonzero(np.bincount(labels)), "cluster")
     report.say(f"hw2: wrote {args.output}, {size:,} bytes ({size / in_size:.0%} of the input); "
-               f"{args.model}, {plural(int(np.count_nonzero(np.bincount(labels))), 'cluster')} used, "
-               f"{how}{', dithered' * dithered}; {time.monotonic() - report.started:.2f} s")
+               f"{args.model}, {used} used, {how}{', dithered' * dithered}; "
+               f"{time.monotonic() - report.started:.2f} s")
 
 
 def fit_colours(colours, counts, args, report):
@@ -232,19 +233,18 @@ def decompress(args, report):
     notes = []
     icc_profile, means = codec.output_colours(args.decompress, fmt, means, notes)
     palette_formats = codec.PALETTE_FORMATS + ("PNG",) * args.indexed
-    indexed = codec.indexed_image(assignments, means, img_shape, fmt, palette_formats)
-    image = indexed if indexed is not None else codec.decoded_image(
-        assignments, means, img_shape, report.steps(f"decoding {args.decompress}"))
+    image = codec.indexed_image(assignments, means, img_shape, fmt, palette_formats) or \
+        codec.decoded_image(assignments, means, img_shape, report.steps("decoding"))
     del assignments  # before encoding, which holds the image and the encoded file
     report.progress(f"writing {args.output}")
-    if codec.write_image(args.output, image, indexed, icc_profile) and \
+    if codec.write_image(args.output, image, icc_profile) and \
             image.getextrema()[-1][0] < 255:  # the alpha channel's least value
         notes.append(f"{args.output}'s format has no transparency; composited on white")
     report.written = args.output
     for note in notes:
         report.say(f"hw2: note: {note}")
     report.say(f"hw2: wrote {args.output}: {image.width}x{image.height} "
-               f"{'indexed ' * (indexed is not None)}{fmt} image from "
+               f"{'indexed ' * (image.mode == 'P')}{fmt} image from "
                f"{plural(len(means), 'colour')}, {os.path.getsize(args.output):,} bytes")
 
 
@@ -292,7 +292,7 @@ class Reporter:
     def steps(self, text):
         """Say a step starts; return a callback for its passes: ``text, 40%`` (live line only)."""
         self.progress(text)
-        return lambda done: done and not self.verbose and self.progress(f"{text}, {done:.0%}", True)
+        return lambda done: self.verbose or self.progress(f"{text}, {done:.0%}", throttle=True)
 
     def callback(self, model):
         """A progress callback for the fits; None when nothing shows (it costs them time)."""

@@ -107,9 +107,9 @@ def palettes(folder, level=None):
             assignments, means, img_shape = codec.read_codebook(book)
             pixels = codec.decode(assignments, means, img_shape)
             out = os.path.join(folder, "out.png")
-            today = best_time(lambda: codec.write_image(out, pixels))
+            today = best_time(lambda: codec.write_image(out, Image.fromarray(pixels)))
             indexed = best_time(lambda: codec.write_image(
-                out, pixels, codec.indexed_image(assignments, means, img_shape, "PNG", ("PNG",))))
+                out, codec.indexed_image(assignments, means, img_shape, "PNG", ("PNG",))))
             size = os.path.getsize(out)
             optimized = io.BytesIO()
             codec.indexed_image(assignments, means, img_shape, "PNG", ("PNG",)).save(

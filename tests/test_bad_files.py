@@ -466,7 +466,7 @@ def fail_saving(monkeypatch, fail, tmp_path, pixels, ext):
     ``save``, keeps that answer true, so later tests do not inherit this failure.
     """
     warm_up = tmp_path / f"warm-up{ext}"
-    codec.write_image(str(warm_up), pixels)
+    codec.write_image(str(warm_up), Image.fromarray(pixels))
     warm_up.unlink()
     monkeypatch.setattr(Image.Image, "save", lambda image, fp, *args, **kwargs: fail(fp))
 
@@ -493,7 +493,7 @@ def test_a_full_disk_is_reported_as_such_not_as_a_format_problem(tmp_path, monke
     pixels = np.zeros((4, 4), dtype=np.uint8)
     fail_saving(monkeypatch, full_disk, tmp_path, pixels, ".png")
     with pytest.raises(codec.CodecError, match="No space left on device") as caught:
-        codec.write_image(str(tmp_path / "out.png"), pixels)
+        codec.write_image(str(tmp_path / "out.png"), Image.fromarray(pixels))
     assert "Pillow cannot write" not in str(caught.value)
     assert os.listdir(tmp_path) == []
 
@@ -516,5 +516,5 @@ def test_an_encoders_own_error_is_out_of_memory_only_when_memory_is_short(memory
         monkeypatch.setattr(np, "empty", short_of_memory)
     expected = codec.CodecError if memory_left else MemoryError
     with pytest.raises(expected):
-        codec.write_image(str(tmp_path / "x.webp"), pixels)
+        codec.write_image(str(tmp_path / "x.webp"), Image.fromarray(pixels))
     assert os.listdir(tmp_path) == []

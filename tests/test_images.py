@@ -419,7 +419,7 @@ def test_write_image_composites_alpha_on_white_for_jpeg(tmp_path):
     pixels[..., :3] = (10, 200, 30)
     pixels[:, 8:, 3] = 255  # left half fully transparent, right half opaque
     path = str(tmp_path / "out.jpg")
-    assert codec.write_image(path, pixels)
+    assert codec.write_image(path, Image.fromarray(pixels))
     with Image.open(path) as image:
         assert image.format == "JPEG" and image.mode == "RGB"
         got = np.asarray(image).astype(int)
@@ -438,14 +438,14 @@ def test_encoders_write_to_memory_never_to_the_disk(ext, tmp_path, monkeypatch):
         targets.append(type(fp))
         return real_save(self, fp, *args, **kwargs)
     monkeypatch.setattr(Image.Image, "save", recording_save)
-    codec.write_image(str(tmp_path / f"x{ext}"), noise((6, 7, 3)))
+    codec.write_image(str(tmp_path / f"x{ext}"), Image.fromarray(noise((6, 7, 3))))
     assert targets and set(targets) == {io.BytesIO}
 
 
 def test_pgm_holds_grey(tmp_path):
     pixels = noise((4, 5))
     out = tmp_path / "back.pgm"
-    codec.write_image(str(out), pixels)
+    codec.write_image(str(out), Image.fromarray(pixels))
     assert out.read_bytes()[:2] == b"P5"  # Netpbm's binary greymap
     np.testing.assert_array_equal(codec.read_image(str(out)), pixels)
 
