@@ -131,7 +131,9 @@ class ImageReader:
             raise CodecError(f"{path}: {_DAMAGED} ({exc})") from None
         finally:
             PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = was
-        self.key_space = 256 ** len(self.mode) if len(self.mode) <= 3 else 0  # see _lookup
+        # Colours in tables up to three channels, from 2**16 pixels on (see _lookup), else sorted.
+        space, n_pixels = 256 ** len(self.mode), image.width * image.height
+        self.key_space = space if len(self.mode) <= 3 and space <= n_pixels << 8 else 0
         self.stored_shape = image.size[::-1] + ((len(self.mode),) if len(self.mode) > 1 else ())
         self.shape = self.upright(np.empty(self.stored_shape, dtype=np.uint8)).shape
         if self.orientation in _ORIENTATIONS and notes is not None:
@@ -296,36 +298,19 @@ def to_srgb(colours, profile):
 
 # ---------------------------------------------------------------- colours
 
-def distinct_colours(pixels):
-    """The distinct rows of a pixel array, how often each occurs, and where.
+def count_colours(reader, progress=lambda done: None):
+    """The distinct colours of an :class:`ImageReader`'s image, and how often each occurs.
 
-    Each pixel is packed into one integer key, its bytes side by side, and
-    the keys are sorted (``np.unique``).  :func:`count_colours` and
-    :func:`assign_labels` give the same from an image read strip by strip.
-
-    Parameters
-    ----------
-    pixels : ndarray of shape (n_pixels, n_channels), uint8
+    Each pixel is packed into one integer key, its channels' bytes side by side
+    (:func:`_keys`).  No array of a value a pixel: one read finds the keys
+    present (marked in a table when ``reader.key_space`` is not 0, else each
+    strip's sorted), a second counts them.  ``progress`` gets the fraction done.
 
     Returns
     -------
     colours : ndarray of shape (n_colours, n_channels), uint8
-        The distinct colours, in increasing key order.
+        In increasing key order, as ``np.unique(pixels, axis=0)`` sorts them.
     counts : ndarray of shape (n_colours,), int64
-        How many pixels have each colour.
-    inverse : ndarray of shape (n_pixels,)
-        Index into ``colours`` of each pixel: ``colours[inverse] == pixels``.
-    """
-    used, inverse, counts = np.unique(_keys(pixels), return_inverse=True, return_counts=True)
-    return _colours_of(used, pixels.shape[-1]), counts, inverse.reshape(-1)
-
-
-def count_colours(reader, progress=lambda done: None):
-    """:func:`distinct_colours`' colours and counts, from an :class:`ImageReader`'s strips.
-
-    No array of a value a pixel: one read finds the keys present (marked in a
-    table when the key space is small enough, else each strip's sorted), a
-    second counts them.  ``progress`` gets the fraction done.
     """
     space, first_half = reader.key_space, lambda done: progress(done / 2)
     if space:
@@ -345,7 +330,7 @@ def assign_labels(reader, colours, labels, progress=lambda done: None):
     """The label of each pixel's colour, upright; closes ``reader`` (its strips read once).
 
     ``labels[c]`` is the label of ``colours[c]`` (from :func:`count_colours`);
-    returns ``labels[inverse]`` with :func:`distinct_colours`' inverse, shape (H * W,).
+    returns each pixel's, shape (H * W,).
     """
     label_of = _lookup(reader.key_space, _keys(colours), labels)
     assignments = np.empty(reader.stored_shape[0] * reader.stored_shape[1], dtype=labels.dtype)
@@ -359,8 +344,9 @@ def _lookup(space, keys, values):
     """A function from any of the sorted ``keys`` to the value at its place in ``values``.
 
     A table of ``space`` entries indexed by key, or a binary search when ``space`` is 0
-    (four channels).  2**24 keys take a 16 MiB presence table and a 64 MiB index table:
-    on a 0.3 MP photo, still faster than sorting its keys (bench/results.md, "Memory").
+    (four channels, or an image too small to pay for the tables).  2**24 keys take a 16 MiB
+    presence table and a 64 MiB index table: from 2**16 pixels on, faster than sorting the
+    keys (bench/results.md, "Memory: how the constants were chosen").
     """
     if not space:
         return lambda found: values[np.searchsorted(keys, found)]

@@ -1,4 +1,4 @@
-"""Tests of codec.py: distinct colours, the error, codebooks written and read (those of
+"""Tests of codec.py: colours counted, the error, codebooks written and read (those of
 other programs too), and decoding.  Image reading and writing: test_images.py."""
 import io
 import os
@@ -10,12 +10,6 @@ from PIL import Image
 
 import codec
 from conftest import run_hw2
-
-
-def lexsorted(colours, *others):
-    """Rows of ``colours`` (and the matching entries of ``others``) in lexicographic order."""
-    order = np.lexsort(colours.T[::-1])
-    return (colours[order],) + tuple(o[order] for o in others)
 
 
 # ---------------------------------------------------------------- distinct colours
@@ -34,46 +28,44 @@ def all_levels_pixels(rng, n_channels, repeats):
     return np.concatenate([pixels, pixels[:500]])  # some colours occur twice
 
 
+@pytest.mark.parametrize("table", [True, False], ids=["table", "sorting"])
 @pytest.mark.parametrize("n_channels", [1, 2, 3, 4])
 @pytest.mark.parametrize("n_levels", [1, 5, 200])
-def test_distinct_colours_equals_numpy_unique(n_channels, n_levels):
+def test_counted_colours_are_numpy_uniques(n_channels, n_levels, table, tmp_path):
     rng = np.random.default_rng(n_channels * 1000 + n_levels)
     pixels = random_pixels(rng, 3000, n_channels, n_levels)
-    check_distinct_colours(pixels)
+    check_counted_colours(pixels, table, tmp_path)
 
 
 @pytest.mark.parametrize("n_channels", [2, 4])
-def test_distinct_colours_with_every_level_used(n_channels):
-    # 4 channels with all 256 levels: a 2**32 key space, too big to count directly.
+def test_counted_colours_with_every_level_used(n_channels, tmp_path):
+    # 4 channels with all 256 levels: a 2**32 key space, too big for a table.
     pixels = all_levels_pixels(np.random.default_rng(n_channels), n_channels, repeats=8)
-    check_distinct_colours(pixels)
+    check_counted_colours(pixels, n_channels < 4, tmp_path)
 
 
-def check_distinct_colours(pixels):
-    colours, counts, inverse = codec.distinct_colours(pixels)
-    expected, expected_counts = np.unique(pixels, axis=0, return_counts=True)
+def check_counted_colours(pixels, table, tmp_path):
+    """count_colours and assign_labels on ``pixels`` as a one-row PNG, against np.unique."""
+    path = tmp_path / "row.png"
+    Image.fromarray(pixels[None, :, 0] if pixels.shape[1] == 1 else pixels[None]).save(path)
+    reader = codec.ImageReader(str(path))
+    reader.key_space = 256 ** pixels.shape[1] if table and pixels.shape[1] < 4 else 0
+    colours, counts = codec.count_colours(reader)
+    expected, inverse, expected_counts = np.unique(pixels, axis=0, return_inverse=True,
+                                                   return_counts=True)
     assert colours.dtype == np.uint8 and colours.shape[1] == pixels.shape[1]
-    got, got_counts = lexsorted(colours, counts)
-    np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(got_counts, expected_counts)
-    assert inverse.shape == (len(pixels),)
-    np.testing.assert_array_equal(colours[inverse], pixels)
-
-
-def test_distinct_colours_of_a_large_rgb_image_equal_sorting_their_keys():
-    # From about 2.1 million pixels, RGB colours are counted in a table over all 2**24
-    # keys instead of sorted: the answer must be the sorted one.
-    rng = np.random.default_rng(5)
-    pixels = rng.integers(0, 256, size=(2_200_000, 3), dtype=np.uint8) // 8 * 8
-    colours, counts, inverse = codec.distinct_colours(pixels)
-    keys = (pixels[:, 0].astype(np.int64) << 16) | (pixels[:, 1].astype(np.int64) << 8) \
-        | pixels[:, 2]
-    expected_keys, expected_counts = np.unique(keys, return_counts=True)
-    got_keys = (colours[:, 0].astype(np.int64) << 16) | (colours[:, 1].astype(np.int64) << 8) \
-        | colours[:, 2]
-    np.testing.assert_array_equal(got_keys, expected_keys)  # increasing key order
+    np.testing.assert_array_equal(colours, expected)  # increasing key order
     np.testing.assert_array_equal(counts, expected_counts)
-    np.testing.assert_array_equal(colours[inverse], pixels)
+    labels = np.arange(len(colours), dtype=np.uint32)
+    np.testing.assert_array_equal(codec.assign_labels(reader, colours, labels),
+                                  inverse.reshape(-1))
+
+
+def test_tables_are_used_from_65536_pixels_of_up_to_three_channels(tmp_path):
+    for size, mode, expected in [((256, 256), "RGB", 1 << 24), ((255, 256), "RGB", 0),
+                                 ((2, 2), "L", 256), ((256, 256), "RGBA", 0)]:
+        Image.new(mode, size).save(tmp_path / "flat.png")
+        assert codec.ImageReader(str(tmp_path / "flat.png")).key_space == expected
 
 
 @pytest.mark.parametrize("n_clusters, dtype", [
@@ -138,7 +130,8 @@ def test_codebook_lands_at_exactly_the_path_given(tmp_path, name):
 def test_reconstruction_error_equals_direct_computation():
     rng = np.random.default_rng(1)
     pixels = random_pixels(rng, 4000, 3, 6)
-    colours, counts, inverse = codec.distinct_colours(pixels)
+    colours, inverse, counts = np.unique(pixels, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
     means = rng.uniform(0, 255, size=(5, 3))
     labels = rng.integers(0, 5, size=len(colours))
     error = codec.reconstruction_error(colours, counts, means, labels)

@@ -70,7 +70,7 @@ def separated_mixture(rng, n_samples=3000):
 def photo():
     """The distinct colours of the sample photo (float64) and their pixel counts."""
     pixels = codec.read_image(str(ROCKET))
-    colours, counts, _ = codec.distinct_colours(pixels.reshape(-1, pixels.shape[-1]))
+    colours, counts = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0, return_counts=True)
     return colours.astype(np.float64), counts
 
 

@@ -415,7 +415,8 @@ def plain_lloyd(X, weights, centers, max_iter=300):
 
 def test_fitting_distinct_colours_with_counts_is_fitting_every_pixel():
     pixels = sample_pixels()
-    colours, counts, inverse = codec.distinct_colours(pixels)
+    colours, inverse, counts = np.unique(pixels, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
     assert len(colours) < len(pixels)  # the photo does repeat colours
     start = pixels[[0, 1000, 2000, 3000, 4000, 5000]].astype(np.float64)
     assert len(np.unique(start, axis=0)) == len(start), "the test needs distinct starts"
@@ -431,7 +432,8 @@ def test_default_seeding_on_distinct_colours_matches_every_pixel():
     # The start runs on the coarse histogram, which is the same for the pixels and for
     # their distinct colours with counts; the finish is the same Lloyd on either.
     pixels = sample_pixels(size=(640, 427))
-    colours, counts, inverse = codec.distinct_colours(pixels)
+    colours, inverse, counts = np.unique(pixels, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
     on_colours = kmeans.kmeans(colours, 8, sample_weight=counts, n_init=1,
                                rng=np.random.default_rng(1))
     on_pixels = kmeans.kmeans(pixels, 8, n_init=1, rng=np.random.default_rng(1))
@@ -529,7 +531,7 @@ def test_coarse_histogram_keeps_the_weight_and_the_mean():
 
 def test_coarse_to_fine_ends_at_a_fixed_point_of_lloyd_on_the_exact_data():
     pixels = sample_pixels(size=(640, 427))
-    colours, counts, _ = codec.distinct_colours(pixels)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
     X = colours.astype(np.float64)
     result = kmeans.kmeans(X, 6, sample_weight=counts, n_init=3, rng=np.random.default_rng(4))
     assert result.converged

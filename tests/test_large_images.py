@@ -69,9 +69,8 @@ def test_counting_and_assigning_by_strips_equal_np_unique(mode, table, small_str
     expected, inverse, counts = np.unique(pixels.reshape(-1, n_channels), axis=0,
                                           return_inverse=True, return_counts=True)
     reader = codec.ImageReader(str(path))
-    assert reader.key_space == (256 ** n_channels if n_channels <= 3 else 0)  # 4: sorted
-    if not table:
-        reader.key_space = 0  # sorted keys and binary search, as for four channels
+    # Tables (up to three channels) or sorted keys and binary search.
+    reader.key_space = 256 ** n_channels if table and n_channels <= 3 else 0
     colours, got_counts = codec.count_colours(reader)
     np.testing.assert_array_equal(colours, expected)
     np.testing.assert_array_equal(got_counts, counts)
