@@ -103,7 +103,7 @@ class ImageReader:
     orientation; ``icc_profile`` the image's colour profile (None without one).
     """
 
-    def __init__(self, path, notes=None, label_bytes=1):
+    def __init__(self, path, notes=None, label_bytes=1, progress=lambda done: None):
         _check_input_path(path, "an image")
         was = PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS
         try:
@@ -112,7 +112,7 @@ class ImageReader:
                 # Cameras write ICC profiles over Pillow's 1 MB limit for one compressed chunk;
                 # check_memory, not a count of pixels, says what fits.
                 PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS = max(was[0], 64 << 20), None
-                image = self.image = _open_image(path)  # closed by assign_labels, or when freed
+                image = self.image = _open_image(path, progress)  # closed by assign_labels
                 # Pillow before 10.3 opens 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
                 self.sixteen_bit = image.mode[:4] == "I;16" or image.mode + image.format == "IPNG"
                 self.mode = ("L" if self.sixteen_bit or image.mode in ("1", "I", "F") else "RGBA"
@@ -168,13 +168,18 @@ class ImageReader:
         return array[::rows, ::columns].swapaxes(0, transposed)  # swapaxes(0, 0) changes nothing
 
 
-def _open_image(path):
-    """``Image.open`` restricted to the raster formats; HEIF through pillow_heif."""
+def _open_image(path, progress=lambda done: None):
+    """``Image.open`` restricted to the raster formats; HEIF through pillow_heif.
+
+    ``progress`` gets the fraction of the file read as Pillow reads it.
+    """
     with open(path, "rb") as handle:
         start = handle.read(12)
     if start[4:8] != b"ftyp" or start[8:12] not in _HEIF_BRANDS:
         Image.init()  # loads every plugin, so OPEN lists each reader this Pillow has
-        return Image.open(path, formats=[name for name in READ_FORMATS if name in Image.OPEN])
+        watched = _Watched(path)
+        watched.progress = progress
+        return Image.open(watched, formats=[name for name in READ_FORMATS if name in Image.OPEN])
     try:
         import pillow_heif
     except ImportError:
@@ -182,6 +187,14 @@ def _open_image(path):
                          "pillow-heif plugin: pip install pillow-heif, or save it as JPEG "
                          "(iPhone: Settings > Camera > Formats > Most Compatible)") from None
     return pillow_heif.open_heif(path, convert_hdr_to_8bit=True).to_pillow()
+
+
+class _Watched(io.FileIO):
+    """A file that tells its ``progress`` the fraction read: Pillow decodes as it reads."""
+
+    def read(self, *size):
+        self.progress(self.tell() / max(1, os.fstat(self.fileno()).st_size))
+        return super().read(*size)
 
 
 def _unreadable(path):
@@ -748,16 +761,14 @@ def indexed_image(assignments, means, img_shape, fmt, formats=PALETTE_FORMATS):
 # white (GIF: kept as one transparent index when it is only 0 or 255), L to RGB.
 _JPEG = ("JPEG", "L RGB", 65_500, {"quality": JPEG_QUALITY})
 _OUTPUTS = {
-    ".png": ("PNG", "L LA RGB RGBA P I;16", 0, {}),
-    ".tif": ("TIFF", "L LA RGB RGBA P I;16", 0, {}),
+    ".png": ("PNG", "L LA RGB RGBA P I;16", 0, {}), ".tif": ("TIFF", "L LA RGB RGBA P I;16", 0, {}),
     ".webp": ("WEBP", "RGB RGBA", 16_383, {"lossless": True, "exact": True}),
     ".gif": ("GIF", "L RGB P", 0, {}),  # RGB through Pillow's quantizer: 256 colours
     ".bmp": ("BMP", "L RGB P", 0, {}), ".jpg": _JPEG, ".jpeg": _JPEG,
     ".mpo": ("MPO",) + _JPEG[1:], ".pdf": ("PDF",) + _JPEG[1:],  # PDF: stored as JPEG
     ".jp2": ("JPEG2000", "L LA RGB RGBA", 0, {}), ".tga": ("TGA", "L LA RGB RGBA", 0, {}),
-    ".ico": ("ICO", "L LA RGB RGBA", 256, {}),
+    ".ico": ("ICO", "L LA RGB RGBA", 256, {}), ".pcx": ("PCX", "L RGB", 0, {}),
     ".ppm": ("PPM", "L RGB", 0, {}), ".pgm": ("PPM", "L", 0, {}),
-    ".pcx": ("PCX", "L RGB", 0, {}),
 }
 _OUTPUTS[".tiff"] = _OUTPUTS[".tif"]
 
@@ -801,12 +812,11 @@ def write_image(path, image, icc_profile=None):
     """
     fmt, modes, max_side, options = _output_for(path)
     modes = modes.split()
-    if image.mode == "P":
-        options = dict(options, **PALETTE_SAVE_OPTIONS.get(fmt, {}))
     if max_side and max(image.size) > max_side:
         raise CodecError(f"{path}: {fmt} holds at most {max_side:,} pixels a side, this image "
                          f"is {image.width}x{image.height}; use .png or .tif")
-    options = dict(options, **({"sizes": [image.size]} if fmt == "ICO" else {}))
+    options = dict(options, **({"sizes": [image.size]} if fmt == "ICO" else {}),
+                   **(PALETTE_SAVE_OPTIONS.get(fmt, {}) if image.mode == "P" else {}))
     if image.mode == "LA" and "LA" not in modes and "RGBA" in modes:
         image = image.convert("RGBA")
     composited = image.mode in ("LA", "RGBA") and image.mode not in modes

@@ -163,14 +163,14 @@ def compress(args, report):
     import numpy as np
     import codec
     codec.check_output_path(args.output, input_path=args.compress)
-    report.progress(f"reading {args.compress}")
     notes = []
     with contextlib.suppress(codec.CodecError):  # an image's extension on the codebook
         notes.append(f"{args.output} holds an npz codebook, not a "
                      f"{codec.image_format_for(args.output)} image, whatever its extension; "
                      "--decompress it to see the image")
     # Pillow's decoded image is the only full-size copy until the assignments replace it.
-    reader = codec.ImageReader(args.compress, notes, codec.label_dtype(args.clusters).itemsize)
+    reader = codec.ImageReader(args.compress, notes, codec.label_dtype(args.clusters).itemsize,
+                               report.steps(f"reading {args.compress}"))
     # Its size now: the input may be moved while fitting.
     in_size = os.path.getsize(args.compress)
     if args.dither and (args.clusters > 256 or len(reader.mode) in (2, 4)):
@@ -180,8 +180,7 @@ def compress(args, report):
         report.say(f"hw2: note: {note}")
     colours, counts = codec.count_colours(reader, report.steps("counting colours"))
     means, labels, fit = fit_colours(colours, counts, args, report)
-    dithered = bool(args.dither and fit)  # colours kept exactly have no error to diffuse
-    if dithered:
+    if dithered := bool(args.dither and fit):  # colours kept exactly have no error to diffuse
         assignments, error = codec.dither(reader, means, report.steps(f"dithering {args.output}"))
         labels = np.unique(assignments)  # the clusters in use
     else:
