@@ -27,7 +27,7 @@ import zipfile
 import zlib
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 try:
     from lzma import LZMAError

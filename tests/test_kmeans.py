@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import codec
 import kmeans
 from conftest import ROCKET
 
