@@ -648,7 +648,8 @@ def decoded_image(assignments, means, img_shape, progress=lambda done: None):
     """
     (height, width), channels = img_shape[:2], tuple(img_shape[2:])
     assignments = np.reshape(assignments, -1)  # a foreign codebook's may have any shape
-    image = Image.new(("L", "LA", "RGB", "RGBA")[(channels or (1,))[0] - 1], (width, height))
+    # Not filled (None): every strip is pasted, each as the progress moves.
+    image = Image.new(("L", "LA", "RGB", "RGBA")[(channels or (1,))[0] - 1], (width, height), None)
     step = max(1, STRIP_PIXELS // width)
     for top in range(0, height, step):
         progress(top / height)
