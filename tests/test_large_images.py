@@ -63,7 +63,7 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as out:
-    json.dump({"status": os.waitstatus_to_exitcode(status), "rss": usage.ru_maxrss / 1024}, out)
+    json.dump({"status": os.WEXITSTATUS(status), "rss": usage.ru_maxrss / 1024}, out)
 """
 
 
