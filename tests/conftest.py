@@ -157,9 +157,11 @@ def run_child(*argv, before=None, env=None, cwd=None, timeout=60):
     ``before``: Python statements the child runs first (hw2 then runs as its
     ``__main__``); ``env`` is added to the environment.
     """
-    start = [HW2] if before is None else ["-c", f"import runpy, sys\n{before}\n"
-                                          "sys.argv = sys.argv[1:]\n"
-                                          "runpy.run_path(sys.argv[0], run_name='__main__')", HW2]
+    # -P (Python 3.11 on): no current folder on sys.path under -c, as for "python hw2.py";
+    # NumPy 2.5 on Python 3.13 fails to import with a deleted one there.
+    start = [HW2] if before is None else ["-P"] * (sys.version_info >= (3, 11)) + [
+        "-c", f"import runpy, sys\n{before}\nsys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')", HW2]
     done = subprocess.run([sys.executable, *map(str, start), *map(str, argv)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
