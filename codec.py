@@ -88,6 +88,10 @@ def read_image(path, notes=None):
 _ORIENTATIONS = {2: (1, -1, 0), 3: (-1, -1, 0), 4: (-1, 1, 0), 5: (1, 1, 1), 6: (-1, 1, 1),
                  7: (-1, -1, 1), 8: (1, -1, 1)}
 STRIP_PIXELS = 1 << 21  # pixels read at a time: 2 MP take ~50 MB of temporary arrays
+# The mode each of Pillow's modes is read as (read_image's docstring; "PT": a palette with a
+# transparent entry); any other mode (CMYK, YCbCr, a palette, ...) is read as RGB.
+_READ_AS = {"1": "L", "I": "L", "F": "L", "L": "L", "LA": "LA", "PA": "RGBA", "PT": "RGBA",
+            "RGB": "RGB", "RGBA": "RGBA"}
 # Pillow's raw modes that pack a pixel's channels into bytes, first channel first, and the
 # big-endian integer they make (a key, as _keys computes it: XRGB's first byte is 0).
 _PACKED = {"L": ("L", "u1"), "LA": ("LA", ">u2"), "RGB": ("XRGB", ">u4"), "RGBA": ("RGBA", ">u4")}
@@ -115,9 +119,8 @@ class ImageReader:
                 image = self.image = _open_image(path, progress)  # closed by assign_labels
                 # Pillow before 10.3 opens 16-bit grey PNG as 32-bit "I" (PNG has no 32-bit grey).
                 self.sixteen_bit = image.mode[:4] == "I;16" or image.mode + image.format == "IPNG"
-                self.mode = ("L" if self.sixteen_bit or image.mode in ("1", "I", "F") else "RGBA"
-                             if image.mode + ("T" * ("transparency" in image.info)) in ("PA", "PT")
-                             else image.mode if image.mode in "L LA RGB RGBA".split() else "RGB")
+                mode = image.mode + "T" * (image.mode == "P" and "transparency" in image.info)
+                self.mode = "L" if self.sixteen_bit else _READ_AS.get(mode, "RGB")
                 stored = 1 if image.mode in ("1", "L", "P") else 2 if self.sixteen_bit else 4
                 check_memory(path, image.size, stored + label_bytes, "to compress")
                 self.orientation = image.getexif().get(0x0112)  # the EXIF Orientation tag
