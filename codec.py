@@ -165,6 +165,11 @@ class ImageReader:
         stored = [_colours_of(keys, len(self.mode)) for _, keys in self.keys()]
         return np.concatenate(stored).reshape(self.stored_shape)
 
+    def close_upright(self, stored):
+        """Close the image; return ``stored``, a value a pixel as stored, upright, shape (H * W,)."""
+        self.image.close()  # before turning upright: the only copy that may be made
+        return self.upright(stored.reshape(self.stored_shape[:2])).reshape(-1)
+
     def upright(self, array):
         """``array``, of the stored image's height and width first, turned upright (a view)."""
         rows, columns, transposed = _ORIENTATIONS.get(self.orientation, (1, 1, 0))
@@ -352,8 +357,7 @@ def assign_labels(reader, colours, labels, progress=lambda done: None):
     assignments = np.empty(reader.stored_shape[0] * reader.stored_shape[1], dtype=labels.dtype)
     for start, keys in reader.keys(progress):
         assignments[start:start + len(keys)] = label_of(keys)
-    reader.image.close()  # before turning upright: the only copy that may be made
-    return reader.upright(assignments.reshape(reader.stored_shape[:2])).reshape(-1)
+    return reader.close_upright(assignments)
 
 
 def _lookup(space, keys, values):
@@ -698,9 +702,7 @@ def dither(reader, means, progress=lambda done: None):
     for start, keys in reader.keys(progress):  # the error a strip at a time, as stored
         total += len(keys) * reconstruction_error(_colours_of(keys, len(reader.mode)), np.ones(
             len(keys)), means, assignments[start:start + len(keys)])
-    reader.image.close()
-    return reader.upright(assignments.reshape(reader.stored_shape[:2])).reshape(-1), \
-        total / len(assignments)
+    return reader.close_upright(assignments), total / len(assignments)
 
 
 def output_colours(path, fmt, means, notes):
